@@ -1,0 +1,44 @@
+"""rotorshm: append-only N-ary Merkle trees (LeanIMT) served from shared memory to many processes."""
+
+from .errors import (
+    CapacityExceeded,
+    ConfigMismatch,
+    CorruptionError,
+    IndexOutOfRange,
+    InvalidConfig,
+    InvalidLeaf,
+    InvalidProof,
+    RotorError,
+    StorageFull,
+    TreeClosed,
+    TreeLocked,
+)
+from .hashing import depth_for, hash_children, hash_leaf
+from .proof import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
+from .snapshot import Snapshot
+from .tree import LeanIMT
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CapacityExceeded",
+    "ConfigMismatch",
+    "ConsistencyLevel",
+    "ConsistencyProof",
+    "CorruptionError",
+    "InclusionProof",
+    "IndexOutOfRange",
+    "InvalidConfig",
+    "InvalidLeaf",
+    "InvalidProof",
+    "LeanIMT",
+    "ProofLevel",
+    "RotorError",
+    "Snapshot",
+    "StorageFull",
+    "TreeClosed",
+    "TreeLocked",
+    "depth_for",
+    "hash_children",
+    "hash_leaf",
+]

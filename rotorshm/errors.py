@@ -1,0 +1,47 @@
+"""The exception hierarchy: every error rotorshm raises on purpose derives from RotorError."""
+
+from __future__ import annotations
+
+
+class RotorError(Exception):
+    """Base class of every error raised by rotorshm."""
+
+
+class InvalidLeaf(RotorError, ValueError):
+    """A leaf is not exactly 32 bytes, or a batch is not a whole number of leaves."""
+
+
+class IndexOutOfRange(RotorError, IndexError):
+    """A leaf index, level or size lies outside the tree (or the snapshot)."""
+
+
+class CapacityExceeded(RotorError):
+    """An insert would need a tree deeper than max_depth; nothing was inserted."""
+
+
+class InvalidConfig(RotorError, ValueError):
+    """A configuration value is out of its allowed range."""
+
+
+class InvalidProof(RotorError, ValueError):
+    """Proof bytes or JSON are malformed, or a proof is structurally unusable."""
+
+
+class ConfigMismatch(RotorError):
+    """The configuration does not match the tree directory's header."""
+
+
+class TreeLocked(RotorError):
+    """Another writer holds the tree directory's lock."""
+
+
+class TreeClosed(RotorError):
+    """The tree (or reader, or client) was used after close()."""
+
+
+class CorruptionError(RotorError):
+    """On-disk data failed a CRC or root check; the message names the file and offset."""
+
+
+class StorageFull(RotorError, OSError):
+    """Space for new data could not be reserved (disk or /dev/shm full)."""

@@ -1,0 +1,488 @@
+"""Inclusion and consistency proofs: verification, light-client update and encodings.
+
+Verification never trusts a proof: every structural field is re-derived from the
+claimed sizes and checked, so tampered input yields False (or InvalidProof when it
+cannot even be decoded), never an exception of another kind or a wrong True.
+
+No hash binds `tree_size`: two sizes with the same path shape give the same root, so a
+verifier that cares about the size must compare against a trusted (root, size) pair
+with `verify_against`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from blake3 import blake3
+
+from .errors import InvalidProof
+from .hashing import MAX_ARITY, MIN_ARITY, NODE_SIZE, level_lengths
+
+FORMAT_VERSION = 1
+_KIND_INCLUSION = 0x49  # "I"
+_KIND_CONSISTENCY = 0x43  # "C"
+MAX_SIZE = 2**64 - 1
+MAX_LEVELS = 64  # a u64 size never needs more levels, whatever the arity
+_PREFIX = [bytes((1, k)) for k in range(256)]
+_ONLY_HASH_LEN = {NODE_SIZE}
+_INC_HEAD = struct.Struct("<BBBQQ32s32sB")
+_CON_HEAD = struct.Struct("<BBBQQ32s32sB")
+
+
+class ProofLevel(NamedTuple):
+    """One level of an inclusion proof: the path node's position and its group's other members."""
+
+    position: int
+    siblings: tuple[bytes, ...]
+
+
+class ConsistencyLevel(NamedTuple):
+    """One level of a consistency proof: old right-edge members (`shared`) and appended ones."""
+
+    shared: tuple[bytes, ...]
+    new: tuple[bytes, ...]
+
+
+def _group_hash(members: list[bytes] | tuple[bytes, ...]) -> bytes:
+    if len(members) == 1:
+        return members[0]
+    return blake3(_PREFIX[len(members)] + b"".join(members)).digest()
+
+
+def _is_hash(x: object) -> bool:
+    return isinstance(x, bytes) and len(x) == NODE_SIZE
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _valid_sizes(arity: object, *sizes: object) -> bool:
+    if not _is_int(arity) or not MIN_ARITY <= arity <= MAX_ARITY:  # type: ignore[operator]
+        return False
+    return all(_is_int(s) and 1 <= s <= MAX_SIZE for s in sizes)  # type: ignore[operator]
+
+
+@dataclass(slots=True)
+class InclusionProof:
+    """Proof that `leaf` sits at `leaf_index` in the tree of `tree_size` leaves with `root`."""
+
+    root: bytes
+    leaf: bytes
+    leaf_index: int
+    tree_size: int
+    arity: int
+    levels: tuple[ProofLevel, ...]
+
+    def compute_root(self) -> bytes | None:
+        """The root the path recomputes to, or None if any structural field is inconsistent."""
+        n = self.arity
+        size = self.tree_size
+        idx = self.leaf_index
+        if not (_is_int(n) and _is_int(size) and _is_int(idx)):
+            return None
+        if not (MIN_ARITY <= n <= MAX_ARITY and 0 <= idx < size <= MAX_SIZE):
+            return None
+        node = self.leaf
+        if not _is_hash(node) or not isinstance(self.levels, tuple):
+            return None
+        length = size  # length of the current level, derived from the size alone
+        try:
+            for pos, sibs in self.levels:
+                if length <= 1 or pos != idx % n or not _is_int(pos):
+                    return None
+                g = idx - pos
+                k = len(sibs)
+                if k != min(g + n, length) - g - 1:
+                    return None
+                if k:
+                    if set(map(len, sibs)) != _ONLY_HASH_LEN:
+                        return None
+                    node = blake3(_PREFIX[k + 1] + b"".join(sibs[:pos] + (node,) + sibs[pos:]))\
+                        .digest()
+                idx //= n
+                length = (length + n - 1) // n
+        except (TypeError, ValueError):  # wrong shapes or types inside a hand-built proof
+            return None
+        if length != 1:
+            return None
+        return node
+
+    def verify(self) -> bool:
+        """True if the path recomputes `root` and every structural field is consistent."""
+        return _is_hash(self.root) and self.compute_root() == self.root
+
+    def verify_against(self, root: bytes, size: int | None = None) -> bool:
+        """Verify against a trusted root (and, if given, a trusted tree size)."""
+        if size is not None and size != self.tree_size:
+            return False
+        return self.root == root and self.verify()
+
+    # -- encodings -------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Compact versioned binary form."""
+        if not _valid_sizes(self.arity, self.tree_size) or len(self.levels) > MAX_LEVELS:
+            raise InvalidProof("proof fields out of encodable range")
+        parts = [
+            _INC_HEAD.pack(
+                FORMAT_VERSION, _KIND_INCLUSION, self.arity, self.leaf_index, self.tree_size,
+                self.root, self.leaf, len(self.levels),
+            )
+        ]
+        for pos, sibs in self.levels:
+            parts.append(bytes((pos, len(sibs))))
+            parts.extend(sibs)
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> InclusionProof:
+        """Decode `to_bytes` output; anything malformed raises InvalidProof."""
+        buf = _as_bytes(data)
+        if len(buf) < _INC_HEAD.size:
+            raise InvalidProof(f"inclusion proof too short: {len(buf)} bytes")
+        ver, kind, arity, index, size, root, leaf, nlev = _INC_HEAD.unpack_from(buf)
+        _check_head(ver, kind, _KIND_INCLUSION, arity, nlev)
+        off = _INC_HEAD.size
+        levels = []
+        for _ in range(nlev):
+            if off + 2 > len(buf):
+                raise InvalidProof("inclusion proof truncated in a level header")
+            pos, count = buf[off], buf[off + 1]
+            off += 2
+            if pos >= arity or count >= arity:
+                raise InvalidProof(f"level position {pos} / sibling count {count} vs arity {arity}")
+            sibs, off = _read_hashes(buf, off, count)
+            levels.append(ProofLevel(pos, sibs))
+        if off != len(buf):
+            raise InvalidProof(f"{len(buf) - off} trailing bytes after inclusion proof")
+        return cls(root, leaf, index, size, arity, tuple(levels))
+
+    def to_json(self) -> str:
+        """JSON form with hex-encoded hashes."""
+        return json.dumps({
+            "version": FORMAT_VERSION,
+            "type": "inclusion",
+            "arity": self.arity,
+            "leaf_index": self.leaf_index,
+            "tree_size": self.tree_size,
+            "root": self.root.hex(),
+            "leaf": self.leaf.hex(),
+            "levels": [
+                {"position": pos, "siblings": [s.hex() for s in sibs]} for pos, sibs in self.levels
+            ],
+        })
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> InclusionProof:
+        """Decode `to_json` output; anything malformed raises InvalidProof."""
+        obj = _load_json(text, "inclusion")
+        arity = _json_int(obj, "arity", MIN_ARITY, MAX_ARITY)
+        raw_levels = _json_list(obj, "levels", MAX_LEVELS)
+        levels = []
+        for raw in raw_levels:
+            if not isinstance(raw, dict) or set(raw) != {"position", "siblings"}:
+                raise InvalidProof("each level needs exactly 'position' and 'siblings'")
+            pos = _json_int(raw, "position", 0, arity - 1)
+            sibs = tuple(_hex_hash(h) for h in _json_list(raw, "siblings", arity - 1))
+            levels.append(ProofLevel(pos, sibs))
+        return cls(
+            root=_hex_hash(obj.get("root")),
+            leaf=_hex_hash(obj.get("leaf")),
+            leaf_index=_json_int(obj, "leaf_index", 0, MAX_SIZE),
+            tree_size=_json_int(obj, "tree_size", 1, MAX_SIZE),
+            arity=arity,
+            levels=tuple(levels),
+        )
+
+
+@dataclass(slots=True)
+class ConsistencyProof:
+    """Proof that the tree of `old_size` leaves (`old_root`) is a prefix of the one of `new_size`.
+
+    Per level, `shared` holds the old right-edge group members left of the boundary node
+    (at level 0 the boundary leaf too) and `new` the members appended right of it.
+    """
+
+    old_root: bytes
+    new_root: bytes
+    old_size: int
+    new_size: int
+    arity: int
+    levels: tuple[ConsistencyLevel, ...]
+
+    def _edges(self) -> list[bytes] | None:
+        """The new tree's boundary-path node at every level 0..depth, or None if malformed.
+
+        The old root is appended as the last element, so callers get both from one pass.
+        """
+        n = self.arity
+        old, new = self.old_size, self.new_size
+        if not _valid_sizes(n, old, new) or old > new or not isinstance(self.levels, tuple):
+            return None
+        if old == new:
+            return None if self.levels else []
+        lengths = level_lengths(new, n)
+        if len(self.levels) != len(lengths) - 1:
+            return None
+        bnd = old - 1
+        old_edge = new_edge = b""
+        edges = []
+        for lvl, entry in enumerate(self.levels):
+            if not isinstance(entry, tuple) or len(entry) != 2:
+                return None
+            shared, added = entry
+            if not isinstance(shared, tuple) or not isinstance(added, tuple):
+                return None
+            pos = bnd % n
+            g = bnd - pos
+            want_shared = pos + 1 if lvl == 0 else pos
+            if len(shared) != want_shared or len(added) != min(g + n, lengths[lvl]) - bnd - 1:
+                return None
+            if not all(_is_hash(h) for h in shared) or not all(_is_hash(h) for h in added):
+                return None
+            if lvl == 0:
+                new_edge = shared[-1]
+                edges.append(new_edge)
+                old_edge = _group_hash(shared)
+                new_edge = _group_hash(shared + added)
+            else:
+                edges.append(new_edge)
+                old_edge = _group_hash(shared + (old_edge,))
+                new_edge = _group_hash(shared + (new_edge,) + added)
+            bnd //= n
+        edges.append(new_edge)
+        edges.append(old_edge)
+        return edges
+
+    def compute_roots(self) -> tuple[bytes, bytes] | None:
+        """(old root, new root) recomputed from the proof, or None if it is malformed.
+
+        For old_size == new_size the proof carries no hashes and echoes its claimed roots.
+        """
+        edges = self._edges()
+        if edges is None:
+            return None
+        if not edges:
+            return (self.old_root, self.new_root)
+        return (edges[-1], edges[-2])
+
+    def verify(self) -> bool:
+        """True if both claimed roots are recomputed and the structure matches the sizes."""
+        if not (_is_hash(self.old_root) and _is_hash(self.new_root)):
+            return False
+        if self.old_size == self.new_size and self.old_root != self.new_root:
+            return False
+        return self.compute_roots() == (self.old_root, self.new_root)
+
+    def verify_against(
+        self, old_root: bytes, new_root: bytes, old_size: int | None = None,
+        new_size: int | None = None,
+    ) -> bool:
+        """Verify against trusted roots (and, if given, trusted sizes)."""
+        if old_size is not None and old_size != self.old_size:
+            return False
+        if new_size is not None and new_size != self.new_size:
+            return False
+        return self.old_root == old_root and self.new_root == new_root and self.verify()
+
+    def verify_transition(self, trusted_old_root: bytes) -> bool:
+        """A light client that trusts only the old root accepts `new_root` iff this is True."""
+        return self.old_root == trusted_old_root and self.verify()
+
+    def update_inclusion_proof(self, old_proof: InclusionProof) -> InclusionProof:
+        """Turn a proof against the old root into one against the new root.
+
+        Uses only this consistency proof; raises InvalidProof if either proof does not
+        verify or they do not describe the same old tree.
+        """
+        if not self.verify():
+            raise InvalidProof("consistency proof does not verify")
+        if not isinstance(old_proof, InclusionProof) or not old_proof.verify():
+            raise InvalidProof("inclusion proof does not verify")
+        if (old_proof.arity, old_proof.tree_size, old_proof.root) != (
+            self.arity, self.old_size, self.old_root
+        ):
+            raise InvalidProof("inclusion proof is not against this proof's old tree")
+        if self.old_size == self.new_size:
+            return old_proof
+        edges = self._edges()
+        assert edges
+        n = self.arity
+        idx = old_proof.leaf_index
+        bnd = self.old_size - 1
+        levels = []
+        for lvl, (shared, added) in enumerate(self.levels):
+            pos = idx % n
+            if idx - pos != bnd - bnd % n:
+                sibs = old_proof.levels[lvl].siblings
+            elif idx == bnd:
+                sibs = (shared[:-1] if lvl == 0 else shared) + added
+            else:
+                # old siblings end with the old boundary node; swap in its new value.
+                old_sibs = old_proof.levels[lvl].siblings
+                sibs = old_sibs[:-1] + (edges[lvl],) + added
+            levels.append(ProofLevel(pos, sibs))
+            idx //= n
+            bnd //= n
+        proof = InclusionProof(
+            self.new_root, old_proof.leaf, old_proof.leaf_index, self.new_size, n, tuple(levels)
+        )
+        if not proof.verify():  # pragma: no cover - guarded by the checks above
+            raise InvalidProof("updated proof does not verify")
+        return proof
+
+    # -- encodings -------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Compact versioned binary form."""
+        if not _valid_sizes(self.arity, self.old_size, self.new_size):
+            raise InvalidProof("proof fields out of encodable range")
+        if len(self.levels) > MAX_LEVELS:
+            raise InvalidProof("too many levels to encode")
+        parts = [
+            _CON_HEAD.pack(
+                FORMAT_VERSION, _KIND_CONSISTENCY, self.arity, self.old_size, self.new_size,
+                self.old_root, self.new_root, len(self.levels),
+            )
+        ]
+        for shared, added in self.levels:
+            parts.append(bytes((len(shared), len(added))))
+            parts.extend(shared)
+            parts.extend(added)
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> ConsistencyProof:
+        """Decode `to_bytes` output; anything malformed raises InvalidProof."""
+        buf = _as_bytes(data)
+        if len(buf) < _CON_HEAD.size:
+            raise InvalidProof(f"consistency proof too short: {len(buf)} bytes")
+        ver, kind, arity, old, new, old_root, new_root, nlev = _CON_HEAD.unpack_from(buf)
+        _check_head(ver, kind, _KIND_CONSISTENCY, arity, nlev)
+        off = _CON_HEAD.size
+        levels = []
+        for _ in range(nlev):
+            if off + 2 > len(buf):
+                raise InvalidProof("consistency proof truncated in a level header")
+            ns, nn = buf[off], buf[off + 1]
+            off += 2
+            if ns > arity or nn >= arity:
+                raise InvalidProof(f"level counts {ns}/{nn} exceed arity {arity}")
+            shared, off = _read_hashes(buf, off, ns)
+            added, off = _read_hashes(buf, off, nn)
+            levels.append(ConsistencyLevel(shared, added))
+        if off != len(buf):
+            raise InvalidProof(f"{len(buf) - off} trailing bytes after consistency proof")
+        return cls(old_root, new_root, old, new, arity, tuple(levels))
+
+    def to_json(self) -> str:
+        """JSON form with hex-encoded hashes."""
+        return json.dumps({
+            "version": FORMAT_VERSION,
+            "type": "consistency",
+            "arity": self.arity,
+            "old_size": self.old_size,
+            "new_size": self.new_size,
+            "old_root": self.old_root.hex(),
+            "new_root": self.new_root.hex(),
+            "levels": [
+                {"shared": [h.hex() for h in s], "new": [h.hex() for h in a]}
+                for s, a in self.levels
+            ],
+        })
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ConsistencyProof:
+        """Decode `to_json` output; anything malformed raises InvalidProof."""
+        obj = _load_json(text, "consistency")
+        arity = _json_int(obj, "arity", MIN_ARITY, MAX_ARITY)
+        levels = []
+        for raw in _json_list(obj, "levels", MAX_LEVELS):
+            if not isinstance(raw, dict) or set(raw) != {"shared", "new"}:
+                raise InvalidProof("each level needs exactly 'shared' and 'new'")
+            shared = tuple(_hex_hash(h) for h in _json_list(raw, "shared", arity))
+            added = tuple(_hex_hash(h) for h in _json_list(raw, "new", arity - 1))
+            levels.append(ConsistencyLevel(shared, added))
+        return cls(
+            old_root=_hex_hash(obj.get("old_root")),
+            new_root=_hex_hash(obj.get("new_root")),
+            old_size=_json_int(obj, "old_size", 1, MAX_SIZE),
+            new_size=_json_int(obj, "new_size", 1, MAX_SIZE),
+            arity=arity,
+            levels=tuple(levels),
+        )
+
+
+# -- decoding helpers ----------------------------------------------------------------------
+
+def _as_bytes(data: object) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidProof(f"proof bytes must be bytes-like, got {type(data).__name__}")
+    try:
+        return bytes(memoryview(data).cast("B"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidProof(f"unusable buffer: {exc}") from None
+
+
+def _check_head(ver: int, kind: int, want_kind: int, arity: int, nlev: int) -> None:
+    if ver != FORMAT_VERSION:
+        raise InvalidProof(f"unsupported proof format version {ver}")
+    if kind != want_kind:
+        raise InvalidProof(f"wrong proof kind byte 0x{kind:02x}")
+    if not MIN_ARITY <= arity <= MAX_ARITY:
+        raise InvalidProof(f"arity {arity} out of range")
+    if nlev > MAX_LEVELS:
+        raise InvalidProof(f"{nlev} levels exceed the maximum of {MAX_LEVELS}")
+
+
+def _read_hashes(buf: bytes, off: int, count: int) -> tuple[tuple[bytes, ...], int]:
+    end = off + count * NODE_SIZE
+    if end > len(buf):
+        raise InvalidProof("proof truncated inside a hash list")
+    return tuple(buf[o : o + NODE_SIZE] for o in range(off, end, NODE_SIZE)), end
+
+
+def _load_json(text: object, kind: str) -> dict[str, Any]:
+    if not isinstance(text, (str, bytes, bytearray)):
+        raise InvalidProof(f"proof JSON must be str or bytes, got {type(text).__name__}")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidProof(f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidProof("proof JSON must be an object")
+    if obj.get("version") != FORMAT_VERSION or isinstance(obj.get("version"), bool):
+        raise InvalidProof(f"unsupported proof format version {obj.get('version')!r}")
+    if obj.get("type") != kind:
+        raise InvalidProof(f"expected a {kind} proof, got type {obj.get('type')!r}")
+    return obj
+
+
+def _json_int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    v = obj.get(key)
+    if not _is_int(v) or not lo <= v <= hi:
+        raise InvalidProof(f"field {key!r} must be an integer in {lo}..{hi}, got {v!r:.40}")
+    return int(v)
+
+
+def _json_list(obj: dict[str, Any], key: str, max_len: int) -> list[Any]:
+    v = obj.get(key)
+    if not isinstance(v, list) or len(v) > max_len:
+        raise InvalidProof(f"field {key!r} must be a list of at most {max_len} items")
+    return v
+
+
+def _hex_hash(v: object) -> bytes:
+    if not isinstance(v, str) or len(v) != 2 * NODE_SIZE:
+        raise InvalidProof(f"a hash is {2 * NODE_SIZE} hex digits, got {v!r:.80}")
+    try:
+        raw = bytes.fromhex(v)
+    except ValueError:
+        raise InvalidProof(f"not hex: {v!r:.80}") from None
+    if len(raw) != NODE_SIZE:
+        raise InvalidProof(f"not a {NODE_SIZE}-byte hex hash: {v!r:.80}")
+    return raw

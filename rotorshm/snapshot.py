@@ -1,0 +1,185 @@
+"""Snapshots: a frozen view of the tree from which every proof is generated.
+
+A snapshot is the level lengths and the frontier (last node of each level) at one
+moment, plus references to the level storage. Every node of index < len - 1 is
+immutable, so it is read from storage without locks; the last node of each level comes
+from the snapshot's own frontier copy, because the writer rewrites it as leaves arrive.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from .errors import IndexOutOfRange
+from .hashing import NODE_SIZE, hash_children, level_lengths
+from .levels import Level
+from .proof import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
+
+
+@functools.lru_cache(maxsize=4096)
+def _sibling_slices(count: int, pos: int) -> tuple[slice, ...]:
+    """Slices cutting a group of `count` nodes into its members other than `pos`."""
+    return tuple(
+        slice(j * NODE_SIZE, (j + 1) * NODE_SIZE) for j in range(count) if j != pos
+    )
+
+
+class Snapshot:
+    """Consistent read-only view of a tree of `size` leaves; valid however far the tree grows."""
+
+    __slots__ = ("_levels", "arity", "size", "_lengths", "_frontier")
+
+    def __init__(
+        self,
+        levels: Sequence[Level],
+        arity: int,
+        size: int,
+        lengths: tuple[int, ...],
+        frontier: tuple[bytes, ...],
+    ) -> None:
+        self._levels = levels
+        self.arity = arity
+        self.size = size
+        self._lengths = lengths
+        self._frontier = frontier
+
+    @property
+    def root(self) -> bytes | None:
+        """Root at this snapshot, None for an empty tree."""
+        return self._frontier[-1] if self._frontier else None
+
+    @property
+    def depth(self) -> int:
+        """Number of hash levels above the leaves."""
+        return max(len(self._lengths) - 1, 0)
+
+    @property
+    def frontier(self) -> tuple[bytes, ...]:
+        """Last node of every level 0..depth."""
+        return self._frontier
+
+    def level_len(self, level: int) -> int:
+        """Number of nodes on `level` (0 above the root)."""
+        if level < 0:
+            raise IndexOutOfRange(f"level {level} is negative")
+        return self._lengths[level] if level < len(self._lengths) else 0
+
+    def get_node(self, level: int, index: int) -> bytes:
+        """Node `index` of `level` as of this snapshot."""
+        n = self.level_len(level)
+        if not 0 <= index < n:
+            raise IndexOutOfRange(f"node {index} not on level {level} of length {n}")
+        if index == n - 1:
+            return self._frontier[level]
+        return self._levels[level].node(index)
+
+    def get_leaf(self, index: int) -> bytes:
+        """Leaf `index`."""
+        return self.get_node(0, index)
+
+    def _edges(self, size: int) -> tuple[bytes, ...]:
+        """Right-edge node of every level of the tree as it was at `size` leaves."""
+        if size == self.size:
+            return self._frontier
+        n = self.arity
+        lengths = level_lengths(size, n)
+        edges = [self.get_node(0, size - 1)]
+        for lvl in range(len(lengths) - 1):
+            last = lengths[lvl] - 1
+            g = last - last % n
+            members = [self.get_node(lvl, j) for j in range(g, last)]
+            members.append(edges[lvl])
+            edges.append(hash_children(members))
+        return tuple(edges)
+
+    def _check_size(self, size: int, what: str) -> None:
+        if not 1 <= size <= self.size:
+            raise IndexOutOfRange(f"{what} {size} outside 1..{self.size}")
+
+    def root_at(self, size: int) -> bytes:
+        """Root of the tree as it was when it had `size` leaves (1 <= size <= self.size)."""
+        self._check_size(size, "size")
+        return self._edges(size)[-1]
+
+    def generate_proof(self, index: int, size: int | None = None) -> InclusionProof:
+        """Inclusion proof for leaf `index`, against this snapshot or an earlier `size`."""
+        if size is not None and size != self.size:
+            return self._proof_at(index, size)
+        if not 0 <= index < self.size:
+            raise IndexOutOfRange(f"leaf {index} not in a tree of {self.size} leaves")
+        n = self.arity
+        lengths = self._lengths
+        frontier = self._frontier
+        levels = self._levels
+        idx = index
+        out = []
+        for lvl in range(len(lengths) - 1):
+            pos = idx % n
+            g = idx - pos
+            last = lengths[lvl] - 1
+            if g + n <= last:
+                buf = levels[lvl].read(g, n)
+            else:
+                buf = levels[lvl].read(g, last - g) + frontier[lvl]
+            cuts = _sibling_slices(len(buf) // NODE_SIZE, pos)
+            out.append(ProofLevel(pos, tuple(map(buf.__getitem__, cuts))))
+            idx //= n
+        leaf = frontier[0] if index == self.size - 1 else levels[0].node(index)
+        return InclusionProof(frontier[-1], leaf, index, self.size, n, tuple(out))
+
+    def _proof_at(self, index: int, size: int) -> InclusionProof:
+        self._check_size(size, "size")
+        if not 0 <= index < size:
+            raise IndexOutOfRange(f"leaf {index} not in a tree of {size} leaves")
+        n = self.arity
+        lengths = level_lengths(size, n)
+        edges = self._edges(size)
+        idx = index
+        out = []
+        for lvl in range(len(lengths) - 1):
+            pos = idx % n
+            g = idx - pos
+            end = min(g + n, lengths[lvl])
+            sibs = tuple(
+                edges[lvl] if j == lengths[lvl] - 1 else self.get_node(lvl, j)
+                for j in range(g, end)
+                if j != idx
+            )
+            out.append(ProofLevel(pos, sibs))
+            idx //= n
+        leaf = edges[0] if index == size - 1 else self.get_node(0, index)
+        return InclusionProof(edges[-1], leaf, index, size, n, tuple(out))
+
+    def generate_consistency_proof(
+        self, old_size: int, new_size: int | None = None
+    ) -> ConsistencyProof:
+        """Proof that the tree at `old_size` is a prefix of the one at `new_size` (default: now)."""
+        new = self.size if new_size is None else new_size
+        self._check_size(new, "new_size")
+        if not 1 <= old_size <= new:
+            raise IndexOutOfRange(f"old_size {old_size} outside 1..{new}")
+        n = self.arity
+        new_edges = self._edges(new)
+        old_root = self._edges(old_size)[-1]
+        if old_size == new:
+            return ConsistencyProof(old_root, old_root, old_size, new, n, ())
+        lengths = level_lengths(new, n)
+
+        def node(lvl: int, j: int) -> bytes:
+            return new_edges[lvl] if j == lengths[lvl] - 1 else self.get_node(lvl, j)
+
+        bnd = old_size - 1
+        out = []
+        for lvl in range(len(lengths) - 1):
+            g = bnd - bnd % n
+            stop = bnd + 1 if lvl == 0 else bnd
+            shared = tuple(node(lvl, j) for j in range(g, stop))
+            added = tuple(node(lvl, j) for j in range(bnd + 1, min(g + n, lengths[lvl])))
+            out.append(ConsistencyLevel(shared, added))
+            bnd //= n
+        return ConsistencyProof(old_root, new_edges[-1], old_size, new, n, tuple(out))
+
+    def __repr__(self) -> str:
+        root = self.root.hex() if self.root else None
+        return f"Snapshot(arity={self.arity}, size={self.size}, root={root})"

@@ -1,0 +1,215 @@
+"""The one implementation of the LeanIMT algorithm, over any level storage, and LeanIMT itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Union
+
+from .errors import CapacityExceeded, InvalidConfig, InvalidLeaf
+from .hashing import NODE_SIZE, check_arity, hash_groups, level_lengths
+from .levels import Level, MemoryLevel
+from .snapshot import Snapshot
+
+BytesLike = Union[bytes, bytearray, memoryview]
+Leaves = Union[BytesLike, Iterable[BytesLike]]
+
+MAX_SIZE = 2**64 - 1
+
+
+def leaf_bytes(leaf: BytesLike) -> bytes:
+    """One leaf as bytes, or InvalidLeaf if it is not a 32-byte bytes-like."""
+    if not isinstance(leaf, (bytes, bytearray, memoryview)):
+        raise InvalidLeaf(f"a leaf is a 32-byte bytes-like object, got {type(leaf).__name__}")
+    data = bytes(leaf)
+    if len(data) != NODE_SIZE:
+        raise InvalidLeaf(f"a leaf is exactly {NODE_SIZE} bytes, got {len(data)}")
+    return data
+
+
+def batch_bytes(leaves: Leaves) -> bytes:
+    """A batch as one bytes object of 32-byte leaves.
+
+    Accepts one bytes-like whose length is a multiple of 32, or an iterable of 32-byte
+    bytes-likes; anything else raises InvalidLeaf before the tree is touched.
+    """
+    if isinstance(leaves, (bytes, bytearray, memoryview)):
+        data = bytes(leaves)
+        if len(data) % NODE_SIZE:
+            raise InvalidLeaf(
+                f"a batch given as one buffer must be a multiple of {NODE_SIZE} bytes, "
+                f"got {len(data)}"
+            )
+        return data
+    if isinstance(leaves, str):
+        raise InvalidLeaf("leaves are bytes, not str")
+    try:
+        items = leaves if isinstance(leaves, (list, tuple)) else list(leaves)
+        data = b"".join(items)
+    except TypeError as exc:
+        raise InvalidLeaf(f"every leaf must be a bytes-like object: {exc}") from None
+    if len(data) != NODE_SIZE * len(items):
+        for i, leaf in enumerate(items):
+            if len(memoryview(leaf).cast("B")) != NODE_SIZE:
+                raise InvalidLeaf(f"leaf {i} is {len(memoryview(leaf).cast('B'))} bytes, not 32")
+        raise InvalidLeaf("a batch's leaves must each be 32 bytes")
+    return data
+
+
+class TreeCore:
+    """Levels plus the append algorithm: what LeanIMT, RotorTree and the daemon share.
+
+    After every batch it keeps the level lengths and the frontier (the last node of each
+    level) so that a snapshot is a copy of two short tuples.
+    """
+
+    __slots__ = ("arity", "max_depth", "capacity", "levels", "size", "lengths", "frontier",
+                 "_new_level")
+
+    def __init__(self, arity: int, max_depth: int, new_level: Callable[[int], Level]) -> None:
+        check_arity(arity)
+        if not isinstance(max_depth, int) or max_depth < 1:
+            raise InvalidConfig(f"max_depth must be an integer >= 1, got {max_depth!r}")
+        self.arity = arity
+        self.max_depth = max_depth
+        self.capacity = min(arity**max_depth, MAX_SIZE)
+        self._new_level = new_level
+        self.levels: list[Level] = []
+        self.size = 0
+        self.lengths: tuple[int, ...] = ()
+        self.frontier: tuple[bytes, ...] = ()
+
+    @property
+    def root(self) -> bytes | None:
+        """Root of the current tree, None when empty."""
+        return self.frontier[-1] if self.frontier else None
+
+    @property
+    def depth(self) -> int:
+        """Number of hash levels above the leaves."""
+        return max(len(self.lengths) - 1, 0)
+
+    def check_room(self, count: int) -> None:
+        """Raise CapacityExceeded if `count` more leaves would not fit."""
+        if self.size + count > self.capacity:
+            raise CapacityExceeded(
+                f"{count} leaves do not fit: size {self.size}, capacity {self.capacity} "
+                f"(arity {self.arity}, max_depth {self.max_depth})"
+            )
+
+    def reserve(self, new_size: int) -> tuple[int, ...]:
+        """Reserve storage on every level for a tree of `new_size` leaves; return its lengths.
+
+        Everything that can fail (allocation, a full disk) fails here, before any node of
+        the current tree is overwritten.
+        """
+        lengths = level_lengths(new_size, self.arity)
+        while len(self.levels) < len(lengths):
+            self.levels.append(self._new_level(len(self.levels)))
+        for lvl, n in zip(self.levels, lengths):
+            lvl.reserve(n)
+        return lengths
+
+    def append(self, data: bytes) -> None:
+        """Append a validated batch (a multiple of 32 bytes), hashing each level in one pass."""
+        count = len(data) // NODE_SIZE
+        if count == 0:
+            return
+        self.check_room(count)
+        old = self.size
+        lengths = self.reserve(old + count)
+        self.apply(old, data, lengths)
+
+    def apply(self, old: int, data: bytes, lengths: tuple[int, ...]) -> None:
+        """Write leaves at `old` and rehash the right edge; storage is already reserved."""
+        n = self.arity
+        levels = self.levels
+        levels[0].write(old, data)
+        frontier = [data[-NODE_SIZE:]]
+        lo = old
+        dirty = data
+        for lvl in range(len(lengths) - 1):
+            g0 = lo - lo % n
+            if g0 < lo:
+                children = levels[lvl].read(g0, lo - g0) + dirty
+            else:
+                children = dirty
+            parents = hash_groups(children, lengths[lvl] - g0, n)
+            lo = g0 // n
+            levels[lvl + 1].write(lo, parents)
+            frontier.append(parents[-NODE_SIZE:])
+            dirty = parents
+        self.size = old + len(data) // NODE_SIZE
+        self.lengths = lengths
+        self.frontier = tuple(frontier)
+
+    def restore(self, size: int, frontier: tuple[bytes, ...]) -> None:
+        """Adopt a state whose nodes are already in storage (after loading a checkpoint)."""
+        self.lengths = self.reserve(size) if size else ()
+        self.size = size
+        self.frontier = frontier
+
+    def snapshot(self) -> Snapshot:
+        """A consistent view of the current tree: O(depth), never copies a level."""
+        return Snapshot(self.levels, self.arity, self.size, self.lengths, self.frontier)
+
+    def close(self) -> None:
+        """Release every level's storage views."""
+        for lvl in self.levels:
+            lvl.close()
+
+
+class LeanIMT:
+    """An in-memory, append-only N-ary Lean Incremental Merkle Tree."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, arity: int = 4, max_depth: int = 20) -> None:
+        self._core = TreeCore(arity, max_depth, MemoryLevel)
+
+    @property
+    def arity(self) -> int:
+        """Children per group (N)."""
+        return self._core.arity
+
+    @property
+    def max_depth(self) -> int:
+        """Deepest tree allowed; capacity is arity**max_depth leaves."""
+        return self._core.max_depth
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        return self._core.size
+
+    @property
+    def depth(self) -> int:
+        """Number of hash levels above the leaves."""
+        return self._core.depth
+
+    @property
+    def root(self) -> bytes | None:
+        """Current root, None for an empty tree."""
+        return self._core.root
+
+    def insert(self, leaf: BytesLike) -> bytes:
+        """Append one 32-byte leaf; return the new root."""
+        self._core.append(leaf_bytes(leaf))
+        root = self._core.root
+        assert root is not None
+        return root
+
+    def insert_many(self, leaves: Leaves) -> bytes | None:
+        """Append a batch atomically (all leaves or none); return the new root."""
+        self._core.append(batch_bytes(leaves))
+        return self._core.root
+
+    def snapshot(self) -> Snapshot:
+        """A read-only view that stays unchanged while the tree grows."""
+        return self._core.snapshot()
+
+    def __len__(self) -> int:
+        return self._core.size
+
+    def __repr__(self) -> str:
+        root = self.root.hex() if self.root else None
+        return f"LeanIMT(arity={self.arity}, size={self.size}, root={root})"
