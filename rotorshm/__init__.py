@@ -13,19 +13,24 @@ from .errors import (
     TreeClosed,
     TreeLocked,
 )
+from .config import CheckpointPolicy, FlushPolicy, RotorTreeConfig, TieringConfig
 from .hashing import depth_for, hash_children, hash_leaf
 from .proof import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
 from .snapshot import Snapshot
+from .store import DurabilityToken, RotorTree
 from .tree import LeanIMT
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CapacityExceeded",
+    "CheckpointPolicy",
     "ConfigMismatch",
     "ConsistencyLevel",
     "ConsistencyProof",
     "CorruptionError",
+    "DurabilityToken",
+    "FlushPolicy",
     "InclusionProof",
     "IndexOutOfRange",
     "InvalidConfig",
@@ -34,8 +39,11 @@ __all__ = [
     "LeanIMT",
     "ProofLevel",
     "RotorError",
+    "RotorTree",
+    "RotorTreeConfig",
     "Snapshot",
     "StorageFull",
+    "TieringConfig",
     "TreeClosed",
     "TreeLocked",
     "depth_for",

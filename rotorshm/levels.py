@@ -8,9 +8,11 @@ a snapshot keep reading immutable nodes while the writer appends.
 
 from __future__ import annotations
 
+import mmap
+import os
 from abc import ABC, abstractmethod
 
-from .errors import IndexOutOfRange
+from .errors import IndexOutOfRange, StorageFull
 
 NODE_SIZE = 32
 CHUNK_NODES = 128
@@ -50,11 +52,15 @@ class Level(ABC):
         return len(self._regions) * self._region_bytes // NODE_SIZE
 
     def reserve(self, nodes: int) -> None:
-        """Make sure nodes 0..nodes-1 have storage, allocating regions as needed."""
+        """Make sure nodes 0..nodes-1 have storage, allocating regions and space as needed."""
         need = -(-nodes * NODE_SIZE // self._region_bytes)
         regions = self._regions
         while len(regions) < need:
             regions.append(self._open_region(len(regions), True))
+        self._allocate(nodes * NODE_SIZE)
+
+    def _allocate(self, nbytes: int) -> None:
+        """Really reserve the first `nbytes` bytes of the level (no-op for process memory)."""
 
     def _region(self, index: int) -> memoryview:
         regions = self._regions
@@ -123,3 +129,122 @@ class MemoryLevel(Level):
         if not create:
             raise IndexOutOfRange(f"level {self.level}: chunk {index} was never written")
         return memoryview(bytearray(CHUNK_BYTES))
+
+
+ALLOC_STEP = 1 << 20
+
+
+class _ReservedLevel(Level):
+    """A level whose regions are sparse files of SHARD_BYTES, reserved step by step.
+
+    Each region is mapped whole at once (so views never move) over a sparse file;
+    posix_fallocate reserves real space ahead of the writes, so a full disk or /dev/shm
+    raises StorageFull at reserve time instead of a SIGBUS when a page is touched.
+    """
+
+    __slots__ = ("writable", "_fds", "_maps", "_reserved")
+
+    def __init__(self, level: int, writable: bool) -> None:
+        super().__init__(level, SHARD_CHUNKS)
+        self.writable = writable
+        self._fds: list[int] = []
+        self._maps: list[mmap.mmap] = []
+        self._reserved = 0
+
+    @abstractmethod
+    def _open_fd(self, index: int, create: bool) -> int:
+        """File descriptor of region `index` (sized to SHARD_BYTES when created)."""
+
+    def _open_region(self, index: int, create: bool) -> memoryview:
+        fd = self._open_fd(index, create and self.writable)
+        try:
+            if self.writable:
+                if os.fstat(fd).st_size < SHARD_BYTES:
+                    os.ftruncate(fd, SHARD_BYTES)
+                m = mmap.mmap(fd, SHARD_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            else:
+                m = mmap.mmap(fd, SHARD_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fds.append(fd)
+        self._maps.append(m)
+        return memoryview(m)
+
+    def _allocate(self, nbytes: int) -> None:
+        if nbytes <= self._reserved:
+            return
+        target = min(-(-nbytes // ALLOC_STEP) * ALLOC_STEP, len(self._regions) * SHARD_BYTES)
+        pos = self._reserved
+        while pos < target:
+            r, off = divmod(pos, SHARD_BYTES)
+            n = min(SHARD_BYTES - off, target - pos)
+            try:
+                os.posix_fallocate(self._fds[r], off, n)
+            except OSError as exc:
+                raise StorageFull(
+                    exc.errno, f"level {self.level}: cannot reserve {n} bytes: {exc.strerror}"
+                ) from exc
+            pos += n
+            self._reserved = pos
+
+    def flush_range(self, start: int, end: int) -> None:
+        """Write nodes start..end-1 back to their files and fdatasync them (msync + fdatasync)."""
+        lo, hi = start * NODE_SIZE, end * NODE_SIZE
+        page = mmap.PAGESIZE
+        while lo < hi:
+            r, off = divmod(lo, SHARD_BYTES)
+            n = min(SHARD_BYTES - off, hi - lo)
+            a = off - off % page
+            self._maps[r].flush(a, off + n - a)
+            os.fdatasync(self._fds[r])
+            lo += n
+
+    def close(self) -> None:
+        super().close()
+        for m in self._maps:
+            m.close()
+        for fd in self._fds:
+            os.close(fd)
+        self._maps.clear()
+        self._fds.clear()
+
+
+def shard_name(index: int) -> str:
+    """File name of shard `index` of a level."""
+    return f"shard_{index:04d}.bin"
+
+
+class FileLevel(_ReservedLevel):
+    """A level mapped MAP_SHARED from its shard files: the page cache is the shared memory."""
+
+    __slots__ = ("directory", "mode")
+
+    def __init__(self, level: int, directory: str, writable: bool, mode: int = 0o600) -> None:
+        super().__init__(level, writable)
+        self.directory = directory
+        self.mode = mode
+
+    def _open_fd(self, index: int, create: bool) -> int:
+        path = os.path.join(self.directory, shard_name(index))
+        if not create:
+            flags = os.O_RDWR if self.writable else os.O_RDONLY
+            try:
+                return os.open(path, flags | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise IndexOutOfRange(f"level {self.level}: shard {path} does not exist") from None
+        os.makedirs(self.directory, exist_ok=True)
+        existed = os.path.exists(path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        if not existed:
+            fsync_dir(self.directory)
+        return fd
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory so that entries created or renamed in it survive a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

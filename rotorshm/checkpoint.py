@@ -1,0 +1,207 @@
+"""The checkpoint files of DESIGN.md §3: header.bin, checkpoint.meta and per-chunk CRC files.
+
+Each shard file `level_<l>/shard_<NNNN>.bin` has a sidecar `shard_<NNNN>.crc` holding one
+CRC32C per 4 KiB chunk. A chunk's CRC covers only the nodes that were immutable at the
+checkpoint (index < length - 1): the frontier node, and anything the writer appends
+after the checkpoint, may legitimately differ on disk later. The frontier itself lives
+in checkpoint.meta, which has its own CRC and is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+import crc32c
+
+from .errors import ConfigMismatch, CorruptionError
+from .hashing import NODE_SIZE, level_lengths
+from .levels import CHUNK_BYTES, CHUNK_NODES, SHARD_CHUNKS, Level, fsync_dir, shard_name
+
+FORMAT_VERSION = 1
+HEADER_FILE = "header.bin"
+META_FILE = "checkpoint.meta"
+_HEADER_MAGIC = b"RSHMHDR1"
+_META_MAGIC = b"RSHMCKP1"
+_HEADER = struct.Struct("<8sIHHII")
+_META_HEAD = struct.Struct("<8sIHHQQ32sH")
+
+
+def level_dir(data_dir: str, level: int) -> str:
+    """Directory of level `level`'s shards."""
+    return os.path.join(data_dir, f"level_{level}")
+
+
+def crc_name(index: int) -> str:
+    """File name of the CRC sidecar of shard `index`."""
+    return f"shard_{index:04d}.crc"
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace `path` with `data`: write a temp file, fsync, rename, fsync the directory."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+# -- header ---------------------------------------------------------------------------------
+
+def write_header(data_dir: str, arity: int, max_depth: int) -> None:
+    """Create header.bin for a new tree."""
+    body = _HEADER.pack(_HEADER_MAGIC, FORMAT_VERSION, arity, max_depth, CHUNK_NODES, SHARD_CHUNKS)
+    atomic_write(os.path.join(data_dir, HEADER_FILE), body + struct.pack("<I", crc32c.crc32c(body)))
+
+
+def check_header(data_dir: str, arity: int, max_depth: int) -> bool:
+    """Validate header.bin against the config; False if it does not exist yet."""
+    path = os.path.join(data_dir, HEADER_FILE)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return False
+    if len(raw) != _HEADER.size + 4 or struct.unpack_from("<I", raw, _HEADER.size)[0] != (
+        crc32c.crc32c(raw[: _HEADER.size])
+    ):
+        raise CorruptionError(f"{path}: header is damaged (length or CRC)")
+    magic, version, h_arity, h_depth, chunk_nodes, shard_chunks = _HEADER.unpack_from(raw)
+    if magic != _HEADER_MAGIC or version != FORMAT_VERSION:
+        raise CorruptionError(f"{path}: not a rotorshm header (or unsupported version {version})")
+    if (chunk_nodes, shard_chunks) != (CHUNK_NODES, SHARD_CHUNKS):
+        raise ConfigMismatch(f"{path}: chunk geometry {chunk_nodes}x{shard_chunks} unsupported")
+    if h_arity != arity:
+        raise ConfigMismatch(f"{path}: directory has arity {h_arity}, config asks for {arity}")
+    if h_depth != max_depth:
+        raise ConfigMismatch(
+            f"{path}: directory has max_depth {h_depth}, config asks for {max_depth}"
+        )
+    return True
+
+
+# -- checkpoint.meta ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CheckpointMeta:
+    """The last checkpoint: WAL sequence it covers, size, root, level lengths and frontier."""
+
+    seq: int
+    size: int
+    root: bytes
+    lengths: tuple[int, ...]
+    frontier: tuple[bytes, ...]
+
+    def encode(self, arity: int, max_depth: int) -> bytes:
+        """Serialised form with a trailing CRC32C."""
+        body = b"".join([
+            _META_HEAD.pack(_META_MAGIC, FORMAT_VERSION, arity, max_depth, self.seq, self.size,
+                            self.root, len(self.lengths)),
+            struct.pack(f"<{len(self.lengths)}Q", *self.lengths),
+            *self.frontier,
+        ])
+        return body + struct.pack("<I", crc32c.crc32c(body))
+
+
+def write_meta(data_dir: str, meta: CheckpointMeta, arity: int, max_depth: int) -> None:
+    """Atomically replace checkpoint.meta."""
+    atomic_write(os.path.join(data_dir, META_FILE), meta.encode(arity, max_depth))
+
+
+def read_meta(data_dir: str, arity: int) -> CheckpointMeta | None:
+    """Load and validate checkpoint.meta; None if no checkpoint was ever taken."""
+    path = os.path.join(data_dir, META_FILE)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    if len(raw) < _META_HEAD.size + 4:
+        raise CorruptionError(f"{path}: truncated checkpoint ({len(raw)} bytes)")
+    body, (crc,) = raw[:-4], struct.unpack("<I", raw[-4:])
+    if crc32c.crc32c(body) != crc:
+        raise CorruptionError(f"{path}: checkpoint CRC mismatch")
+    magic, version, m_arity, _depth, seq, size, root, nlev = _META_HEAD.unpack_from(body)
+    if magic != _META_MAGIC or version != FORMAT_VERSION or m_arity != arity:
+        raise CorruptionError(f"{path}: bad magic, version or arity in checkpoint")
+    if len(body) != _META_HEAD.size + nlev * (8 + NODE_SIZE):
+        raise CorruptionError(f"{path}: checkpoint length does not match its level count")
+    off = _META_HEAD.size
+    lengths = struct.unpack_from(f"<{nlev}Q", body, off)
+    off += 8 * nlev
+    frontier = tuple(body[off + i * NODE_SIZE : off + (i + 1) * NODE_SIZE] for i in range(nlev))
+    if lengths != level_lengths(size, arity) or (frontier and frontier[-1] != root):
+        raise CorruptionError(f"{path}: checkpoint lengths or root inconsistent with its size")
+    return CheckpointMeta(seq, size, root, lengths, frontier)
+
+
+# -- chunk CRCs -----------------------------------------------------------------------------
+
+def _chunk_crcs(level: Level, first_chunk: int, immutable_end: int) -> bytes:
+    """CRC32C of chunks first_chunk.. over their nodes below `immutable_end`, packed u32."""
+    out = []
+    c = first_chunk
+    while c * CHUNK_NODES < immutable_end:
+        lo = c * CHUNK_NODES
+        n = min(CHUNK_NODES, immutable_end - lo)
+        out.append(crc32c.crc32c(level.read(lo, n)))
+        c += 1
+    return struct.pack(f"<{len(out)}I", *out)
+
+
+def write_crcs(directory: str, level: Level, old_end: int, new_end: int) -> None:
+    """Update the CRC files for immutable nodes old_end..new_end-1 and fdatasync them."""
+    if new_end <= old_end:
+        return
+    first = old_end // CHUNK_NODES
+    packed = _chunk_crcs(level, first, new_end)
+    os.makedirs(directory, exist_ok=True)
+    count = len(packed) // 4
+    c = first
+    while c < first + count:
+        shard, within = divmod(c, SHARD_CHUNKS)
+        n = min(SHARD_CHUNKS - within, first + count - c)
+        path = os.path.join(directory, crc_name(shard))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            piece = packed[(c - first) * 4 : (c - first + n) * 4]
+            if os.pwrite(fd, piece, within * 4) != len(piece):
+                raise OSError(28, "short write of chunk CRCs")
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        c += n
+    fsync_dir(directory)
+
+
+def verify_crcs(directory: str, level: Level, immutable_end: int) -> None:
+    """Check every chunk's CRC over nodes below `immutable_end`; CorruptionError names the file."""
+    chunks = -(-immutable_end // CHUNK_NODES)
+    for shard in range(-(-chunks // SHARD_CHUNKS)):
+        path = os.path.join(directory, crc_name(shard))
+        first = shard * SHARD_CHUNKS
+        n = min(SHARD_CHUNKS, chunks - first)
+        try:
+            with open(path, "rb") as f:
+                stored = f.read(n * 4)
+        except FileNotFoundError:
+            raise CorruptionError(f"{path}: missing chunk CRC file") from None
+        if len(stored) != n * 4:
+            raise CorruptionError(f"{path}: holds {len(stored) // 4} CRCs, {n} expected")
+        want = struct.unpack(f"<{n}I", stored)
+        for i in range(n):
+            c = first + i
+            lo = c * CHUNK_NODES
+            got = crc32c.crc32c(level.read(lo, min(CHUNK_NODES, immutable_end - lo)))
+            if got != want[i]:
+                shard_path = os.path.join(directory, shard_name(shard))
+                raise CorruptionError(
+                    f"{shard_path}: chunk {i} (offset {i * CHUNK_BYTES}) fails its CRC"
+                )

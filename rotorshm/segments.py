@@ -1,0 +1,74 @@
+"""Named POSIX shared-memory segments: pinned levels kept in RAM and shared with readers."""
+
+from __future__ import annotations
+
+import os
+
+import posix_ipc
+
+from .errors import IndexOutOfRange
+from .levels import _ReservedLevel
+
+SEGMENT_PREFIX = "rotorshm."
+SHM_DIR = "/dev/shm"
+
+
+def segment_prefix(name: str, epoch: int) -> str:
+    """Prefix of every segment of tree `name` in writer epoch `epoch`."""
+    return f"/{SEGMENT_PREFIX}{name}.{epoch:016x}."
+
+
+def level_segment_name(prefix: str, level: int, index: int) -> str:
+    """Name of segment `index` of pinned level `level`."""
+    return f"{prefix}L{level}.S{index}"
+
+
+def unlink_segment(name: str) -> bool:
+    """Unlink a segment by name; False if it did not exist."""
+    try:
+        posix_ipc.unlink_shared_memory(name)
+    except posix_ipc.ExistentialError:
+        return False
+    return True
+
+
+def stale_segments(name: str) -> list[str]:
+    """Names of existing segments belonging to tree `name` (any epoch), where listable (Linux)."""
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    head = f"{SEGMENT_PREFIX}{name}."
+    return ["/" + e for e in entries if e.startswith(head)]
+
+
+class ShmLevel(_ReservedLevel):
+    """A pinned level held in POSIX shared-memory segments (RAM), one per 256 MiB shard."""
+
+    __slots__ = ("prefix", "mode", "created")
+
+    def __init__(self, level: int, prefix: str, writable: bool, mode: int = 0o600) -> None:
+        super().__init__(level, writable)
+        self.prefix = prefix
+        self.mode = mode
+        self.created: list[str] = []
+
+    def _open_fd(self, index: int, create: bool) -> int:
+        name = level_segment_name(self.prefix, self.level, index)
+        try:
+            if create:
+                seg = posix_ipc.SharedMemory(name, posix_ipc.O_CREAT, mode=self.mode)
+                self.created.append(name)
+            else:
+                seg = posix_ipc.SharedMemory(name, read_only=not self.writable)
+        except posix_ipc.ExistentialError:
+            raise IndexOutOfRange(f"level {self.level}: segment {name} does not exist") from None
+        fd = os.dup(seg.fd)
+        seg.close_fd()
+        return fd
+
+    def unlink(self) -> None:
+        """Remove the segments this level created (readers keep their existing mappings)."""
+        for name in self.created:
+            unlink_segment(name)
+        self.created.clear()

@@ -1,0 +1,428 @@
+"""RotorTree: the persistent tree of one process (WAL, group commit, checkpoints, recovery)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+import filelock
+
+from . import checkpoint as ckpt
+from . import recovery, wal
+from .config import RotorTreeConfig
+from .errors import CorruptionError, StorageFull, TreeClosed, TreeLocked
+from .hashing import NODE_SIZE
+from .levels import FileLevel, Level, fsync_dir
+from .segments import ShmLevel, segment_prefix, stale_segments, unlink_segment
+from .snapshot import Snapshot
+from .tree import BytesLike, Leaves, TreeCore, batch_bytes, leaf_bytes
+
+WAL_FILE = "wal.log"
+LOCK_FILE = "wal.lock"
+DATA_DIR = "data"
+
+
+def default_name(path: str) -> str:
+    """A short, stable tree name derived from the directory's real path."""
+    return "t" + hashlib.blake2s(os.path.realpath(path).encode(), digest_size=6).hexdigest()
+
+
+class DurabilityToken:
+    """Handle on one WAL record: tells whether it is durable and waits for it."""
+
+    __slots__ = ("seq", "_tree")
+
+    def __init__(self, seq: int, tree: RotorTree) -> None:
+        self.seq = seq
+        self._tree = tree
+
+    @property
+    def is_durable(self) -> bool:
+        """True once the record has been fsynced (or folded into a checkpoint)."""
+        return self._tree.durable_seq >= self.seq
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until durable; asks the flusher to sync now rather than sleeping out its interval.
+
+        Returns False on timeout. Under the manual flush policy it waits for someone's flush().
+        """
+        return self._tree._wait_durable(self.seq, timeout)
+
+    def __repr__(self) -> str:
+        return f"DurabilityToken(seq={self.seq}, durable={self.is_durable})"
+
+
+class RotorTree:
+    """A durable append-only tree in one directory, owned by one writer at a time.
+
+    Every batch is written to the WAL before it is applied; levels live in mmap'd shard
+    files (or shared-memory segments for pinned levels), so checkpoints only flush what
+    changed since the previous one.
+    """
+
+    def __init__(self, config: RotorTreeConfig) -> None:
+        """Use RotorTree.open(config)."""
+        self.config = config
+        self.path = os.fspath(config.path)
+        self.data_dir = os.path.join(self.path, DATA_DIR)
+        self.name = config.name or default_name(self.path)
+        self.epoch = secrets.randbits(63) | 1
+        self._seg_prefix = segment_prefix(self.name, self.epoch)
+        self._lock = threading.RLock()
+        self._cv = threading.Condition()
+        self._closed = True
+        self._flusher: threading.Thread | None = None
+        self._sync_requested = False
+        self._stopping = False
+        self._flush_error: BaseException | None = None
+        self._after_apply: list[Callable[[RotorTree], None]] = []
+        self._file_lock = filelock.FileLock(os.path.join(self.path, LOCK_FILE), timeout=0)
+        self.core = TreeCore(config.arity, config.max_depth, self._new_level)
+        self._wal: wal.WriteAheadLog | None = None
+        self.durable_seq = 0
+        self.written_seq = 0
+        self._ckpt: ckpt.CheckpointMeta = ckpt.CheckpointMeta(0, 0, b"", (), ())
+        self._leaves_since_ckpt = 0
+
+    # -- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, config: RotorTreeConfig) -> RotorTree:
+        """Open (creating if needed) and recover the tree in config.path."""
+        tree = cls(config)
+        tree._open()
+        return tree
+
+    def _open(self) -> None:
+        cfg = self.config
+        os.makedirs(self.path, exist_ok=True)
+        try:
+            self._file_lock.acquire()
+        except filelock.Timeout:
+            raise TreeLocked(f"{self.path}: another writer holds {LOCK_FILE}") from None
+        try:
+            self._recover()
+        except BaseException:
+            self._release_resources()
+            raise
+        self._closed = False
+        if cfg.flush_policy.kind == "interval":
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"rotorshm-flusher-{self.name}", daemon=True
+            )
+            self._flusher.start()
+
+    def _recover(self) -> None:
+        cfg = self.config
+        os.makedirs(self.data_dir, exist_ok=True)
+        if not ckpt.check_header(self.data_dir, cfg.arity, cfg.max_depth):
+            ckpt.write_header(self.data_dir, cfg.arity, cfg.max_depth)
+            fsync_dir(self.path)
+        for name in stale_segments(self.name):
+            unlink_segment(name)  # we hold the lock: any segment of this tree is a leftover
+        meta = ckpt.read_meta(self.data_dir, cfg.arity)
+        if meta is not None and meta.size:
+            recovery.restore(self.core, self.data_dir, meta)
+            if cfg.verify_checkpoint:
+                recovery.verify(self.core, self.data_dir, meta, cfg.progress)
+            self._ckpt = meta
+        elif meta is not None:
+            self._ckpt = meta
+        wal_path = os.path.join(self.path, WAL_FILE)
+        scan = wal.scan(wal_path, first_seq=self._ckpt.seq + 1)
+        for rec in scan.records:
+            if len(rec.payload) % NODE_SIZE:
+                raise CorruptionError(
+                    f"{wal_path}: record at offset {rec.offset} is not a whole number of leaves"
+                )
+        last = recovery.replay(self.core, scan, self._ckpt.seq, wal_path, cfg.progress)
+        self._leaves_since_ckpt = self.core.size - self._ckpt.size
+        self._wal = wal.WriteAheadLog(wal_path, scan.end, last + 1)
+        if scan.torn_bytes:
+            fsync_dir(self.path)
+        self.durable_seq = self.written_seq = last
+
+    def _new_level(self, level: int) -> Level:
+        if self.config.tiering.pinned(level):
+            return ShmLevel(level, self._seg_prefix, writable=True)
+        return FileLevel(level, ckpt.level_dir(self.data_dir, level), writable=True)
+
+    # -- properties -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TreeClosed(f"{self.path}: the tree is closed")
+
+    @property
+    def root(self) -> bytes | None:
+        """Current root (None when empty)."""
+        self._check_open()
+        return self.core.root
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        self._check_open()
+        return self.core.size
+
+    @property
+    def depth(self) -> int:
+        """Hash levels above the leaves."""
+        self._check_open()
+        return self.core.depth
+
+    @property
+    def arity(self) -> int:
+        """Children per group."""
+        return self.core.arity
+
+    @property
+    def closed(self) -> bool:
+        """True after close()."""
+        return self._closed
+
+    @property
+    def checkpoint_meta(self) -> ckpt.CheckpointMeta:
+        """The last checkpoint taken (or loaded)."""
+        return self._ckpt
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    def insert(self, leaf: BytesLike) -> tuple[bytes, DurabilityToken]:
+        """Append one leaf; return the new root and a token for its WAL record."""
+        root, token = self._ingest(leaf_bytes(leaf))
+        assert root is not None
+        return root, token
+
+    def insert_many(self, leaves: Leaves) -> tuple[bytes | None, DurabilityToken]:
+        """Append a batch atomically; return the new root and a token for its WAL record."""
+        return self._ingest(batch_bytes(leaves))
+
+    def insert_durable(self, leaf: BytesLike) -> bytes:
+        """Append one leaf and return only once it is durable."""
+        root, token = self.insert(leaf)
+        if self.config.flush_policy.kind == "manual":
+            self.flush()
+        else:
+            token.wait()
+        return root
+
+    def _ingest(self, data: bytes) -> tuple[bytes | None, DurabilityToken]:
+        with self._lock:
+            self._check_open()
+            core = self.core
+            if not data:
+                return core.root, DurabilityToken(self.written_seq, self)
+            count = len(data) // NODE_SIZE
+            core.check_room(count)
+            old = core.size
+            lengths = core.reserve(old + count)  # a full disk fails here, before the WAL
+            assert self._wal is not None
+            seq = self._wal.append(data)
+            core.apply(old, data, lengths)
+            with self._cv:
+                self.written_seq = seq
+            self._leaves_since_ckpt += count
+            for hook in self._after_apply:
+                hook(self)
+            self._maybe_checkpoint()
+            return core.root, DurabilityToken(seq, self)
+
+    def _maybe_checkpoint(self) -> None:
+        policy = self.config.checkpoint_policy
+        assert self._wal is not None
+        if (policy.kind == "every_n_entries" and self._leaves_since_ckpt >= policy.value) or (
+            policy.kind == "memory_threshold" and self._wal.size >= policy.value
+        ):
+            self.checkpoint()
+
+    # -- durability -------------------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        interval = self.config.flush_policy.seconds
+        while True:
+            with self._cv:
+                if not (self._sync_requested or self._stopping):
+                    self._cv.wait(interval)
+                self._sync_requested = False
+                stopping = self._stopping
+                target = self.written_seq
+                pending = target > self.durable_seq
+            if pending:
+                try:
+                    self._sync_to(target)
+                except BaseException as exc:  # noqa: BLE001 - reported to every waiter
+                    with self._cv:
+                        self._flush_error = exc
+                        self._cv.notify_all()
+                    return
+            if stopping:
+                return
+
+    def _sync_to(self, target: int) -> None:
+        wal_ = self._wal
+        assert wal_ is not None
+        wal_.sync()
+        with self._cv:
+            if target > self.durable_seq:
+                self.durable_seq = target
+            self._cv.notify_all()
+
+    def _wait_durable(self, seq: int, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self.durable_seq < seq:
+                if self._flush_error is not None:
+                    raise StorageFull(0, f"WAL flush failed: {self._flush_error}")
+                if self._closed and self.durable_seq < seq:
+                    return False
+                self._sync_requested = True
+                self._cv.notify_all()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(left)
+            return True
+
+    def flush(self) -> None:
+        """fsync the WAL now: every record appended so far becomes durable."""
+        with self._lock:
+            self._check_open()
+            self._sync_to(self.written_seq)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def checkpoint(self) -> ckpt.CheckpointMeta:
+        """Make the shard files hold everything applied so far, then truncate the WAL.
+
+        Costs work proportional to what changed since the previous checkpoint.
+        """
+        with self._lock:
+            self._check_open()
+            try:
+                return self._checkpoint()
+            except OSError as exc:
+                if wal.is_full_error(exc) and not isinstance(exc, StorageFull):
+                    raise StorageFull(exc.errno, f"checkpoint: {exc.strerror}") from exc
+                raise
+
+    def _checkpoint(self) -> ckpt.CheckpointMeta:
+        core = self.core
+        prev = self._ckpt
+        if core.size == prev.size and prev.seq == self.written_seq:
+            return prev
+        for lvl, length in enumerate(core.lengths):
+            level = core.levels[lvl]
+            old_len = prev.lengths[lvl] if lvl < len(prev.lengths) else 0
+            lo = max(old_len - 1, 0)
+            directory = ckpt.level_dir(self.data_dir, lvl)
+            if isinstance(level, ShmLevel):
+                _write_pinned(directory, level, lo, length)
+            else:
+                assert isinstance(level, FileLevel)
+                level.flush_range(lo, length)
+            ckpt.write_crcs(directory, level, max(old_len - 1, 0), length - 1)
+        meta = ckpt.CheckpointMeta(
+            self.written_seq, core.size, core.root or b"", core.lengths, core.frontier
+        )
+        ckpt.write_meta(self.data_dir, meta, core.arity, core.max_depth)
+        # Crash window: meta is durable but the WAL still holds its records; recovery
+        # skips records with seq <= meta.seq, so truncating late is harmless.
+        assert self._wal is not None
+        self._wal.reset()
+        self._ckpt = meta
+        self._leaves_since_ckpt = 0
+        with self._cv:
+            if meta.seq > self.durable_seq:
+                self.durable_seq = meta.seq
+            self._cv.notify_all()
+        return meta
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """O(depth) consistent view; stays valid while the tree grows (until close)."""
+        self._check_open()
+        return self.core.snapshot()
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush, checkpoint if the policy says so, release segments and the lock. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._flusher is not None:
+                    with self._cv:
+                        self._stopping = True
+                        self._cv.notify_all()
+                    self._flusher.join()
+                    self._flusher = None
+                if self._flush_error is None:
+                    self._sync_to(self.written_seq)
+                if self.config.checkpoint_policy.kind == "on_close":
+                    self.checkpoint()
+            finally:
+                self._closed = True
+                with self._cv:
+                    self._cv.notify_all()
+                self._release_resources()
+
+    def _release_resources(self) -> None:
+        if self._wal is not None:
+            self._wal.close()
+            self._wal = None
+        for level in self.core.levels:
+            if isinstance(level, ShmLevel):
+                level.unlink()
+        self.core.close()
+        if self._file_lock.is_locked:
+            self._file_lock.release()
+
+    def __enter__(self) -> RotorTree:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"size={self.core.size}"
+        return f"RotorTree({self.path!r}, arity={self.core.arity}, {state})"
+
+
+def _write_pinned(directory: str, level: ShmLevel, start: int, end: int) -> None:
+    """Copy nodes start..end-1 of a RAM level into its shard files and fdatasync them."""
+    from .levels import SHARD_BYTES, shard_name
+
+    os.makedirs(directory, exist_ok=True)
+    lo, hi = start * NODE_SIZE, end * NODE_SIZE
+    while lo < hi:
+        shard, off = divmod(lo, SHARD_BYTES)
+        n = min(SHARD_BYTES - off, hi - lo)
+        path = os.path.join(directory, shard_name(shard))
+        existed = os.path.exists(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            data = level.read(lo // NODE_SIZE, n // NODE_SIZE)
+            try:
+                if os.pwrite(fd, data, off) != len(data):
+                    raise OSError(28, "short write to a shard file")
+                os.fdatasync(fd)
+            except OSError as exc:
+                if wal.is_full_error(exc):
+                    raise StorageFull(exc.errno, f"{path}: {exc.strerror}") from exc
+                raise
+        finally:
+            os.close(fd)
+        if not existed:
+            fsync_dir(directory)
+        lo += n
