@@ -1,5 +1,6 @@
-"""rotorshm: append-only N-ary Merkle trees (LeanIMT) served from shared memory to many processes."""
+"""rotorshm: append-only N-ary Merkle trees (LeanIMT) served from shared memory to processes."""
 
+from .config import CheckpointPolicy, FlushPolicy, RotorTreeConfig, TieringConfig
 from .errors import (
     CapacityExceeded,
     ConfigMismatch,
@@ -13,7 +14,6 @@ from .errors import (
     TreeClosed,
     TreeLocked,
 )
-from .config import CheckpointPolicy, FlushPolicy, RotorTreeConfig, TieringConfig
 from .hashing import depth_for, hash_children, hash_leaf
 from .proof import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
 from .snapshot import Snapshot

@@ -67,7 +67,7 @@ class CheckpointPolicy:
 
 @dataclass(frozen=True, slots=True)
 class TieringConfig:
-    """Levels below `pin_above_level` live in mmap'd shard files, the rest in RAM (shared memory)."""
+    """Levels below `pin_above_level` live in mmap'd shard files, the rest in shared memory."""
 
     pin_above_level: int = 1 << 30
 

@@ -63,7 +63,7 @@ def check_arity(arity: int) -> None:
 
 
 def depth_for(size: int, arity: int) -> int:
-    """Number of hash levels above the leaves: 0 for size <= 1, else least d with arity**d >= size."""
+    """Hash levels above the leaves: 0 for size <= 1, else the least d with arity**d >= size."""
     d = 0
     cap = 1
     while cap < size:

@@ -59,7 +59,7 @@ class Level(ABC):
             regions.append(self._open_region(len(regions), True))
         self._allocate(nodes * NODE_SIZE)
 
-    def _allocate(self, nbytes: int) -> None:
+    def _allocate(self, nbytes: int) -> None:  # noqa: B027 - optional hook
         """Really reserve the first `nbytes` bytes of the level (no-op for process memory)."""
 
     def _region(self, index: int) -> memoryview:

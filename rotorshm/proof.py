@@ -464,9 +464,9 @@ def _load_json(text: object, kind: str) -> dict[str, Any]:
 
 def _json_int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
     v = obj.get(key)
-    if not _is_int(v) or not lo <= v <= hi:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise InvalidProof(f"field {key!r} must be an integer in {lo}..{hi}, got {v!r:.40}")
-    return int(v)
+    return v
 
 
 def _json_list(obj: dict[str, Any], key: str, max_len: int) -> list[Any]:

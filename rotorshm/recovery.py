@@ -45,7 +45,7 @@ def load_pinned(data_dir: str, level: ShmLevel, count: int) -> None:
 def restore(core: TreeCore, data_dir: str, meta: CheckpointMeta) -> None:
     """Put the checkpointed tree into `core`'s levels (already created by its factory)."""
     core.restore(meta.size, meta.frontier)
-    for lvl, (length, node) in enumerate(zip(meta.lengths, meta.frontier)):
+    for lvl, (length, node) in enumerate(zip(meta.lengths, meta.frontier, strict=True)):
         level = core.levels[lvl]
         if isinstance(level, ShmLevel):
             load_pinned(data_dir, level, length - 1)

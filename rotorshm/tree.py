@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Union
 
 from .errors import CapacityExceeded, InvalidConfig, InvalidLeaf
 from .hashing import NODE_SIZE, check_arity, hash_groups, level_lengths
 from .levels import Level, MemoryLevel
 from .snapshot import Snapshot
 
-BytesLike = Union[bytes, bytearray, memoryview]
-Leaves = Union[BytesLike, Iterable[BytesLike]]
+BytesLike = bytes | bytearray | memoryview
+Leaves = BytesLike | Iterable[BytesLike]
 
 MAX_SIZE = 2**64 - 1
 
@@ -105,7 +104,7 @@ class TreeCore:
         lengths = level_lengths(new_size, self.arity)
         while len(self.levels) < len(lengths):
             self.levels.append(self._new_level(len(self.levels)))
-        for lvl, n in zip(self.levels, lengths):
+        for lvl, n in zip(self.levels, lengths, strict=False):
             lvl.reserve(n)
         return lengths
 
@@ -129,10 +128,8 @@ class TreeCore:
         dirty = data
         for lvl in range(len(lengths) - 1):
             g0 = lo - lo % n
-            if g0 < lo:
-                children = levels[lvl].read(g0, lo - g0) + dirty
-            else:
-                children = dirty
+            # Old members of the first dirty group are immutable (or the old frontier).
+            children = levels[lvl].read(g0, lo - g0) + dirty if g0 < lo else dirty
             parents = hash_groups(children, lengths[lvl] - g0, n)
             lo = g0 // n
             levels[lvl + 1].write(lo, parents)

@@ -11,6 +11,7 @@ offset, never silently dropped together with the durable records after it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -162,12 +163,10 @@ class WriteAheadLog:
             if n != len(rec):
                 raise OSError(errno.ENOSPC, "short write to the write-ahead log")
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._end)
-            except OSError:
-                pass
             if is_full_error(exc):
-                raise StorageFull(exc.errno, f"{self.path}: {os.strerror(exc.errno)}") from exc
+                raise StorageFull(exc.errno, f"{self.path}: {exc.strerror}") from exc
             raise
         self._end += len(rec)
         self.next_seq = seq + 1
