@@ -1,7 +1,9 @@
 """rotorshm: append-only N-ary Merkle trees (LeanIMT) served from shared memory to processes."""
 
+from .client import Client, connect
 from .config import CheckpointPolicy, FlushPolicy, RotorTreeConfig, TieringConfig
 from .errors import (
+    AccessDenied,
     CapacityExceeded,
     ConfigMismatch,
     CorruptionError,
@@ -9,20 +11,35 @@ from .errors import (
     InvalidConfig,
     InvalidLeaf,
     InvalidProof,
+    ProtocolError,
     RotorError,
     StorageFull,
     TreeClosed,
     TreeLocked,
+    WriterGone,
+    WriterUnavailable,
 )
 from .hashing import depth_for, hash_children, hash_leaf
 from .proof import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
+from .reader import Reader, attach
 from .snapshot import Snapshot
 from .store import DurabilityToken, RotorTree
 from .tree import LeanIMT
+from .writer import WriterDaemon, serve
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDenied",
+    "Client",
+    "ProtocolError",
+    "Reader",
+    "WriterDaemon",
+    "WriterGone",
+    "WriterUnavailable",
+    "attach",
+    "connect",
+    "serve",
     "CapacityExceeded",
     "CheckpointPolicy",
     "ConfigMismatch",

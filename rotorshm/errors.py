@@ -45,3 +45,19 @@ class CorruptionError(RotorError):
 
 class StorageFull(RotorError, OSError):
     """Space for new data could not be reserved (disk or /dev/shm full)."""
+
+
+class WriterGone(RotorError):
+    """No live writer publishes the tree (it died, stopped, or never started)."""
+
+
+class WriterUnavailable(RotorError, ConnectionError):
+    """The writer daemon's socket cannot be reached, or the daemon went away mid-request."""
+
+
+class AccessDenied(RotorError, PermissionError):
+    """This process lacks permission for the daemon's socket or shared-memory segments."""
+
+
+class ProtocolError(RotorError):
+    """A peer sent a malformed frame on the daemon socket."""

@@ -81,6 +81,7 @@ class RotorTree:
         self._stopping = False
         self._flush_error: BaseException | None = None
         self._after_apply: list[Callable[[RotorTree], None]] = []
+        self._on_durable: list[Callable[[int], None]] = []
         self._file_lock = filelock.FileLock(os.path.join(self.path, LOCK_FILE), timeout=0)
         self.core = TreeCore(config.arity, config.max_depth, self._new_level)
         self._wal: wal.WriteAheadLog | None = None
@@ -187,6 +188,11 @@ class RotorTree:
         return self._closed
 
     @property
+    def segment_prefix(self) -> str:
+        """Prefix of this writer epoch's shared-memory segment names."""
+        return self._seg_prefix
+
+    @property
     def checkpoint_meta(self) -> ckpt.CheckpointMeta:
         """The last checkpoint taken (or loaded)."""
         return self._ckpt
@@ -214,24 +220,56 @@ class RotorTree:
 
     def _ingest(self, data: bytes) -> tuple[bytes | None, DurabilityToken]:
         with self._lock:
+            if not data:
+                self._check_open()
+                return self.core.root, DurabilityToken(self.written_seq, self)
+            seq = self.insert_group([data])[0][0]
+            return self.core.root, DurabilityToken(seq, self)
+
+    def insert_group(self, payloads: list[bytes]) -> list[tuple[int, int]]:
+        """Append several validated, non-empty batches as one WAL write and one tree update.
+
+        Each batch keeps its own WAL record; returns (seq, size after it) per batch. The
+        group is atomic: if it does not fit or space cannot be reserved, nothing changes.
+        """
+        with self._lock:
             self._check_open()
             core = self.core
-            if not data:
-                return core.root, DurabilityToken(self.written_seq, self)
+            data = b"".join(payloads)
             count = len(data) // NODE_SIZE
             core.check_room(count)
             old = core.size
             lengths = core.reserve(old + count)  # a full disk fails here, before the WAL
             assert self._wal is not None
-            seq = self._wal.append(data)
+            first = self._wal.append_many(payloads)
             core.apply(old, data, lengths)
+            last = first + len(payloads) - 1
             with self._cv:
-                self.written_seq = seq
+                self.written_seq = last
             self._leaves_since_ckpt += count
             for hook in self._after_apply:
                 hook(self)
             self._maybe_checkpoint()
-            return core.root, DurabilityToken(seq, self)
+            out = []
+            size = old
+            for i, p in enumerate(payloads):
+                size += len(p) // NODE_SIZE
+                out.append((first + i, size))
+            return out
+
+    def add_apply_hook(self, hook: Callable[[RotorTree], None]) -> None:
+        """Call `hook(tree)` after every applied batch (under the ingest lock): publication."""
+        self._after_apply.append(hook)
+
+    def add_durable_hook(self, hook: Callable[[int], None]) -> None:
+        """Call `hook(seq)` whenever the durable sequence advances."""
+        self._on_durable.append(hook)
+
+    def request_sync(self) -> None:
+        """Ask the flusher to fsync now instead of at the end of its interval."""
+        with self._cv:
+            self._sync_requested = True
+            self._cv.notify_all()
 
     def _maybe_checkpoint(self) -> None:
         policy = self.config.checkpoint_policy
@@ -268,10 +306,16 @@ class RotorTree:
         wal_ = self._wal
         assert wal_ is not None
         wal_.sync()
+        self._set_durable(target)
+
+    def _set_durable(self, seq: int) -> None:
         with self._cv:
-            if target > self.durable_seq:
-                self.durable_seq = target
+            if seq <= self.durable_seq:
+                return
+            self.durable_seq = seq
             self._cv.notify_all()
+        for hook in self._on_durable:
+            hook(seq)
 
     def _wait_durable(self, seq: int, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -337,10 +381,7 @@ class RotorTree:
         self._wal.reset()
         self._ckpt = meta
         self._leaves_since_ckpt = 0
-        with self._cv:
-            if meta.seq > self.durable_seq:
-                self.durable_seq = meta.seq
-            self._cv.notify_all()
+        self._set_durable(meta.seq)
         return meta
 
     # -- snapshots --------------------------------------------------------------------------

@@ -151,13 +151,17 @@ class WriteAheadLog:
         return self._end
 
     def append(self, payload: bytes) -> int:
-        """Write one record; return its sequence number. Not durable until `sync`.
+        """Write one record; return its sequence number. Not durable until `sync`."""
+        return self.append_many([payload])
+
+    def append_many(self, payloads: list[bytes]) -> int:
+        """Write one record per payload in a single write; return the first sequence number.
 
         A short or failed write is undone (the log is cut back to its previous end) so a
         full disk never leaves a half record in front of later ones.
         """
         seq = self.next_seq
-        rec = encode_record(seq, payload)
+        rec = b"".join(encode_record(seq + i, p) for i, p in enumerate(payloads))
         try:
             n = os.pwrite(self._fd, rec, self._end)
             if n != len(rec):
@@ -169,7 +173,7 @@ class WriteAheadLog:
                 raise StorageFull(exc.errno, f"{self.path}: {exc.strerror}") from exc
             raise
         self._end += len(rec)
-        self.next_seq = seq + 1
+        self.next_seq = seq + len(payloads)
         return seq
 
     def sync(self) -> None:

@@ -1,0 +1,137 @@
+"""Clients: submit leaves to a writer daemon over its Unix socket and wait for durability."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from types import TracebackType
+
+from .errors import AccessDenied, ProtocolError, TreeClosed, WriterUnavailable
+from .protocol import (
+    OK_BODY,
+    OP_ERROR,
+    OP_HELLO,
+    OP_INSERT,
+    OP_OK,
+    OP_SYNC,
+    SEQ_BODY,
+    error_from,
+    recv_frame,
+    send_frame,
+)
+from .shm import ControlBlock
+from .tree import BytesLike, Leaves, batch_bytes, leaf_bytes
+from .writer import default_socket
+
+
+class Client:
+    """A connection to a writer daemon; one request at a time (use one client per thread)."""
+
+    def __init__(self, sock: socket.socket, path: str) -> None:
+        self.path = path
+        self._sock: socket.socket | None = sock
+        frame = self._recv()
+        if frame[0] != OP_HELLO:
+            raise ProtocolError(f"expected HELLO from the daemon, got op 0x{frame[0]:02x}")
+        try:
+            info = json.loads(frame[1])
+            self.name: str = info["name"]
+            self.epoch: int = info["epoch"]
+            self.arity: int = info["arity"]
+            self.writer_pid: int = info["pid"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProtocolError(f"malformed HELLO: {exc}") from None
+        self._ctl: ControlBlock | None = None
+
+    def _recv(self) -> tuple[int, bytes]:
+        if self._sock is None:
+            raise TreeClosed("client is closed")
+        try:
+            frame = recv_frame(self._sock)
+        except OSError as exc:
+            raise WriterUnavailable(f"{self.path}: connection lost: {exc}") from None
+        if frame is None:
+            raise WriterUnavailable(f"{self.path}: the writer closed the connection")
+        return frame
+
+    def _send(self, op: int, payload: bytes) -> None:
+        if self._sock is None:
+            raise TreeClosed("client is closed")
+        try:
+            send_frame(self._sock, op, payload)
+        except OSError as exc:
+            raise WriterUnavailable(f"{self.path}: connection lost: {exc}") from None
+
+    def insert(self, leaf: BytesLike) -> tuple[int, int, bytes]:
+        """Submit one leaf; return (WAL sequence, size after it, root at that size)."""
+        return self._insert(leaf_bytes(leaf))
+
+    def insert_many(self, leaves: Leaves) -> tuple[int, int, bytes]:
+        """Submit a batch atomically; return (WAL sequence, size after it, root at that size)."""
+        return self._insert(batch_bytes(leaves))
+
+    def _insert(self, data: bytes) -> tuple[int, int, bytes]:
+        self._send(OP_INSERT, data)
+        op, body = self._recv()
+        if op == OP_OK and len(body) == OK_BODY.size:
+            seq, size, root = OK_BODY.unpack(body)
+            return seq, size, root
+        if op == OP_ERROR and body:
+            raise error_from(body[0], body[1:].decode(errors="replace"))
+        raise ProtocolError(f"unexpected reply op 0x{op:02x} ({len(body)} bytes)")
+
+    def _control(self) -> ControlBlock:
+        if self._ctl is None:
+            self._ctl = ControlBlock.attach(self.name)
+        return self._ctl
+
+    def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
+        """Block until WAL record `seq` is durable; False on timeout or if the writer died.
+
+        Asks the daemon for an immediate fsync, then sleeps on the shared durable word
+        (a futex) instead of polling.
+        """
+        ctl = self._control()
+        if ctl.durable_seq >= seq:
+            return True
+        self._send(OP_SYNC, SEQ_BODY.pack(seq))
+        return ctl.wait_durable(seq, timeout)
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._ctl is not None:
+            self._ctl.close()
+            self._ctl = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def connect(target: str | os.PathLike[str], timeout: float | None = 10.0) -> Client:
+    """Connect to the daemon of a tree directory (or directly to its socket path)."""
+    path = os.fspath(target)
+    if os.path.isdir(path):
+        path = default_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except PermissionError as exc:
+        sock.close()
+        raise AccessDenied(f"{path}: permission denied: {exc}") from None
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise WriterUnavailable(f"{path}: no writer daemon is listening ({exc})") from None
+    except OSError as exc:
+        sock.close()
+        raise WriterUnavailable(f"{path}: cannot connect: {exc}") from None
+    sock.settimeout(None)
+    return Client(sock, path)

@@ -1,0 +1,88 @@
+"""Framing of the writer daemon's Unix-socket protocol.
+
+Every frame is `length u32 | op u8 | payload` (length counts the payload only). A client
+sends INSERT (leaves) and gets OK (seq u64, size u64, root 32) or ERROR (code u8,
+message); SYNC (seq u64) asks for an immediate fsync and gets no reply. On connect the
+daemon sends HELLO (JSON: tree name, epoch, arity, max_depth, pid).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from .errors import (
+    CapacityExceeded,
+    InvalidLeaf,
+    ProtocolError,
+    RotorError,
+    StorageFull,
+    TreeClosed,
+    WriterUnavailable,
+)
+
+FRAME = struct.Struct("<IB")
+OK_BODY = struct.Struct("<QQ32s")
+SEQ_BODY = struct.Struct("<Q")
+MAX_FRAME = 64 << 20
+
+OP_HELLO = 0x01
+OP_INSERT = 0x02
+OP_SYNC = 0x03
+OP_OK = 0x10
+OP_ERROR = 0x11
+
+_ERROR_CODES: list[type[RotorError]] = [
+    RotorError, InvalidLeaf, CapacityExceeded, StorageFull, TreeClosed, ProtocolError,
+]
+
+
+def error_code(exc: BaseException) -> int:
+    """Wire code of an exception (most specific known class)."""
+    for code in range(len(_ERROR_CODES) - 1, 0, -1):
+        if isinstance(exc, _ERROR_CODES[code]):
+            return code
+    return 0
+
+
+def error_from(code: int, message: str) -> RotorError:
+    """Rebuild the exception a daemon reported."""
+    cls = _ERROR_CODES[code] if 0 <= code < len(_ERROR_CODES) else RotorError
+    if cls is StorageFull:
+        return StorageFull(28, message)
+    return cls(message)
+
+
+def send_frame(sock: socket.socket, op: int, payload: bytes = b"") -> None:
+    """Send one frame (header and payload in one call where possible)."""
+    if len(payload) <= 65536:
+        sock.sendall(FRAME.pack(len(payload), op) + payload)
+    else:
+        sock.sendall(FRAME.pack(len(payload), op))
+        sock.sendall(payload)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            return None
+        got += k
+    return bytes(buf)
+
+
+def recv_frame(sock: socket.socket) -> tuple[int, bytes] | None:
+    """Receive one frame; None on a clean EOF before its first byte."""
+    head = _recv_exact(sock, FRAME.size)
+    if head is None:
+        return None
+    length, op = FRAME.unpack(head)
+    if length > MAX_FRAME:
+        raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+    body = _recv_exact(sock, length) if length else b""
+    if body is None:
+        raise WriterUnavailable("connection closed in the middle of a frame")
+    return op, body
