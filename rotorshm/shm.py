@@ -26,7 +26,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import posix_ipc
 
@@ -99,17 +99,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
-    """One consistent copy of the published state."""
+class Published(NamedTuple):
+    """One consistent copy of the published state (a tuple: it is built on the hot path)."""
 
     size: int
     seq: int
     lengths: tuple[int, ...]
     frontier: tuple[bytes, ...]
-    counter: int
 
 
+_LENGTHS = [struct.Struct(f"<{n}Q") for n in range(MAX_LEVELS + 1)]
 _FRONTIER_SLICES = [
     tuple(slice(_FRONTIER_OFF + 32 * i, _FRONTIER_OFF + 32 * i + 32) for i in range(n))
     for n in range(MAX_LEVELS + 1)
@@ -295,9 +294,10 @@ class ControlBlock:
         size, seq, n = _STATE_HEAD.unpack_from(data)
         if n > MAX_LEVELS:  # cannot happen with a consistent copy from a sane writer
             raise WriterGone(f"control block of {self.name!r} holds {n} levels")
-        lengths = struct.unpack_from(f"<{n}Q", data, _LENGTHS_OFF)
-        frontier = tuple(map(data.__getitem__, _FRONTIER_SLICES[n]))
-        return Published(size, seq, lengths, frontier, int(self._seq_out[0]))
+        return Published(
+            size, seq, _LENGTHS[n].unpack_from(data, _LENGTHS_OFF),
+            tuple(map(data.__getitem__, _FRONTIER_SLICES[n])),
+        )
 
     # -- durability ---------------------------------------------------------------------------
 
