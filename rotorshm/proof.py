@@ -318,12 +318,12 @@ class ConsistencyProof:
         for lvl, (shared, added) in enumerate(self.levels):
             pos = idx % n
             if idx - pos != bnd - bnd % n:
-                sibs = old_proof.levels[lvl].siblings
+                sibs = old_proof.levels[lvl][1]
             elif idx == bnd:
                 sibs = (shared[:-1] if lvl == 0 else shared) + added
             else:
                 # old siblings end with the old boundary node; swap in its new value.
-                old_sibs = old_proof.levels[lvl].siblings
+                old_sibs = old_proof.levels[lvl][1]
                 sibs = old_sibs[:-1] + (edges[lvl],) + added
             levels.append(ProofLevel(pos, sibs))
             idx //= n
