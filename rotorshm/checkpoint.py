@@ -1,10 +1,16 @@
 """The checkpoint files of DESIGN.md §3: header.bin, checkpoint.meta and per-chunk CRC files.
 
 Each shard file `level_<l>/shard_<NNNN>.bin` has a sidecar `shard_<NNNN>.crc` holding one
-CRC32C per 4 KiB chunk. A chunk's CRC covers only the nodes that were immutable at the
+CRC32C per 4 KiB chunk, for the chunks whose 128 nodes were all immutable at the
 checkpoint (index < length - 1): the frontier node, and anything the writer appends
 after the checkpoint, may legitimately differ on disk later. The frontier itself lives
 in checkpoint.meta, which has its own CRC and is replaced atomically.
+
+A CRC entry is written once, when its chunk is complete, and never rewritten: a partly
+immutable last chunk gets no entry (recomputing the parents from the children at open
+still checks it). Rewriting the last chunk's CRC at every checkpoint would open a crash
+window: killed after the CRC files but before checkpoint.meta, the previous checkpoint
+would no longer match its own CRCs and the tree could not be opened.
 """
 
 from __future__ import annotations
@@ -145,22 +151,23 @@ def read_meta(data_dir: str, arity: int) -> CheckpointMeta | None:
 # -- chunk CRCs -----------------------------------------------------------------------------
 
 def _chunk_crcs(level: Level, first_chunk: int, immutable_end: int) -> bytes:
-    """CRC32C of chunks first_chunk.. over their nodes below `immutable_end`, packed u32."""
+    """CRC32C of the complete chunks first_chunk.. below `immutable_end`, packed u32."""
     out = []
     c = first_chunk
-    while c * CHUNK_NODES < immutable_end:
-        lo = c * CHUNK_NODES
-        n = min(CHUNK_NODES, immutable_end - lo)
-        out.append(crc32c.crc32c(level.read(lo, n)))
+    while (c + 1) * CHUNK_NODES <= immutable_end:
+        out.append(crc32c.crc32c(level.read(c * CHUNK_NODES, CHUNK_NODES)))
         c += 1
     return struct.pack(f"<{len(out)}I", *out)
 
 
 def write_crcs(directory: str, level: Level, old_end: int, new_end: int) -> None:
-    """Update the CRC files for immutable nodes old_end..new_end-1 and fdatasync them."""
-    if new_end <= old_end:
-        return
+    """Add the CRCs of chunks completed by immutable nodes old_end..new_end-1; fdatasync them.
+
+    Entries of chunks already complete at `old_end` are never touched (see the module doc).
+    """
     first = old_end // CHUNK_NODES
+    if new_end // CHUNK_NODES <= first:
+        return
     packed = _chunk_crcs(level, first, new_end)
     os.makedirs(directory, exist_ok=True)
     count = len(packed) // 4
@@ -182,8 +189,11 @@ def write_crcs(directory: str, level: Level, old_end: int, new_end: int) -> None
 
 
 def verify_crcs(directory: str, level: Level, immutable_end: int) -> None:
-    """Check every chunk's CRC over nodes below `immutable_end`; CorruptionError names the file."""
-    chunks = -(-immutable_end // CHUNK_NODES)
+    """Check the CRC of every complete chunk below `immutable_end`; CorruptionError names the file.
+
+    The partly immutable last chunk has no CRC; the parent recomputation at open covers it.
+    """
+    chunks = immutable_end // CHUNK_NODES
     for shard in range(-(-chunks // SHARD_CHUNKS)):
         path = os.path.join(directory, crc_name(shard))
         first = shard * SHARD_CHUNKS
@@ -197,9 +207,7 @@ def verify_crcs(directory: str, level: Level, immutable_end: int) -> None:
             raise CorruptionError(f"{path}: holds {len(stored) // 4} CRCs, {n} expected")
         want = struct.unpack(f"<{n}I", stored)
         for i in range(n):
-            c = first + i
-            lo = c * CHUNK_NODES
-            got = crc32c.crc32c(level.read(lo, min(CHUNK_NODES, immutable_end - lo)))
+            got = crc32c.crc32c(level.read((first + i) * CHUNK_NODES, CHUNK_NODES))
             if got != want[i]:
                 shard_path = os.path.join(directory, shard_name(shard))
                 raise CorruptionError(

@@ -1,14 +1,168 @@
-"""The `rotorshm` command line."""
+"""The `rotorshm` command line.
+
+Subcommands: serve (writer daemon), insert (submit leaves to a daemon), proof and
+consistency (from a published tree), verify (a proof file against a trusted root),
+status (of a published tree), inspect (offline check of a tree directory), demo
+(multi-process end-to-end run) and bench (forwards to `python -m bench`).
+
+Exit codes: 0 success, 1 failure (runtime error, FAILED verification, corruption),
+2 bad usage or input (arguments, leaf lines, malformed proofs).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any, Protocol
 
-from .config import CheckpointPolicy, FlushPolicy, RotorTreeConfig, TieringConfig
-from .errors import RotorError
+from . import checkpoint as ckpt
+from .config import (
+    CheckpointPolicy,
+    FlushPolicy,
+    ProgressCallback,
+    RotorTreeConfig,
+    TieringConfig,
+)
+from .errors import CorruptionError, IndexOutOfRange, InvalidProof, RotorError
+from .hashing import NODE_SIZE
+from .levels import SHARD_BYTES, Level, shard_name
 
+LEAF_BATCH = 10_000
+PROGRESS_MIN = 10_000
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user (reported with exit code 2)."""
+
+
+# -- small shared helpers ---------------------------------------------------------------------
+
+class ProgressBar(Protocol):
+    """The part of a tqdm bar this module uses."""
+
+    def update(self, n: int = 1) -> object:
+        """Advance the bar by `n`."""
+
+    def close(self) -> None:
+        """Finish the bar."""
+
+
+class _NoBar:
+    """A progress bar that shows nothing."""
+
+    def update(self, n: int = 1) -> object:
+        """Do nothing."""
+        return None
+
+    def close(self) -> None:
+        """Do nothing."""
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "leaf") -> ProgressBar:
+    """A tqdm bar on stderr, or a silent stand-in when disabled or stderr is not a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return _NoBar()
+    tqdm: Any = importlib.import_module("tqdm").tqdm  # untyped library: keep it Any
+    bar: ProgressBar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True,
+                            file=sys.stderr, dynamic_ncols=True, leave=False)
+    return bar
+
+
+class PhaseProgress:
+    """A ProgressCallback that shows one tqdm bar per phase (verify, replay, ...)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._phase: str | None = None
+        self._bar: ProgressBar = _NoBar()
+        self._done = 0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self._phase:
+            self._bar.close()
+            self._phase = phase
+            self._bar = progress_bar(total, phase, self.enabled and total >= PROGRESS_MIN,
+                                     unit="node")
+            self._done = 0
+        self._bar.update(done - self._done)
+        self._done = done
+
+    def close(self) -> None:
+        """Close the current bar."""
+        self._bar.close()
+
+
+def human_bytes(n: int) -> str:
+    """`n` bytes in binary units, e.g. 1.5 MiB."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def tree_name(arg: str) -> str:
+    """A tree name, or the default name of a directory when `arg` contains a '/'."""
+    if "/" in arg or arg in (".", ".."):
+        from .store import default_name
+
+        return default_name(arg)
+    return arg
+
+
+def _hex32(text: str) -> bytes:
+    """argparse type: a 32-byte hash as 64 hex digits (optional 0x)."""
+    t = text.strip()
+    if t[:2] in ("0x", "0X"):
+        t = t[2:]
+    try:
+        raw = bytes.fromhex(t)
+    except ValueError:
+        raw = b""
+    if len(raw) != NODE_SIZE or len(t) != 2 * NODE_SIZE:
+        raise argparse.ArgumentTypeError(f"expected 64 hex digits, got {text!r:.80}")
+    return raw
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _index(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# -- serve ------------------------------------------------------------------------------------
 
 def _checkpoint_policy(text: str) -> CheckpointPolicy:
     """Parse manual | on_close | every:N | memory:BYTES."""
@@ -50,9 +204,756 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- insert -----------------------------------------------------------------------------------
+
+_HEX_LINE = re.compile(rb"(?:0[xX])?([0-9a-fA-F]{64})")
+
+
+def read_leaf_lines(stream: IO[bytes], source: str) -> bytes:
+    """Every leaf of `stream` (one 64-hex-digit line each, blank lines ignored), concatenated.
+
+    The whole input is validated before anything is returned; a bad line raises
+    UsageError naming `source` and the line number.
+    """
+    out = bytearray()
+    fullmatch = _HEX_LINE.fullmatch
+    for lineno, raw in enumerate(stream, 1):
+        line = raw.strip()
+        if not line:
+            continue
+        m = fullmatch(line)
+        if m is None:
+            shown = line[:80].decode("utf-8", errors="replace")
+            raise UsageError(
+                f"{source}, line {lineno}: expected a leaf as 64 hex digits, got {shown!r}"
+                + (f" ({len(line)} characters)" if len(line) != 2 * NODE_SIZE else "")
+            )
+        out += bytes.fromhex(m.group(1).decode("ascii"))
+    return bytes(out)
+
+
+def _cmd_insert(args: argparse.Namespace) -> int:
+    from .client import connect
+
+    if args.file is None or args.file == "-":
+        data = read_leaf_lines(sys.stdin.buffer, "stdin")
+    else:
+        try:
+            with open(args.file, "rb") as f:
+                data = read_leaf_lines(f, args.file)
+        except OSError as exc:
+            raise UsageError(f"{args.file}: {exc.strerror}") from None
+    total = len(data) // NODE_SIZE
+    if total == 0:
+        print("rotorshm: no leaves in the input, nothing inserted", file=sys.stderr)
+        return EXIT_OK
+    step = args.batch * NODE_SIZE
+    done = batches = 0
+    seq = size = 0
+    root = b""
+    with connect(args.target) as client:
+        bar = progress_bar(total, "insert", not args.quiet and total >= PROGRESS_MIN)
+        try:
+            for off in range(0, len(data), step):
+                chunk = data[off : off + step]
+                try:
+                    seq, size, root = client.insert_many(chunk)
+                except RotorError as exc:
+                    where = (f" after {done} of {total} leaves were accepted (seq {seq}, size "
+                             f"{size})" if done else "; nothing was inserted")
+                    raise type(exc)(f"{exc}{where}") from exc
+                n = len(chunk) // NODE_SIZE
+                done += n
+                batches += 1
+                bar.update(n)
+        finally:
+            bar.close()
+        durable: bool | None = None
+        if args.durable:
+            durable = client.wait_durable(seq, args.timeout)
+    if args.json:
+        _print_json({"inserted": done, "batches": batches, "seq": seq, "size": size,
+                     "root": root.hex(), "durable": durable})
+    else:
+        print(f"inserted: {done} leaves in {batches} batch{'es' if batches != 1 else ''}")
+        print(f"seq: {seq}")
+        print(f"size: {size}")
+        print(f"root: {root.hex()}")
+        if durable is not None:
+            print(f"durable: {'yes' if durable else 'no'}")
+    if durable is False:
+        print(f"rotorshm: error: seq {seq} did not become durable (timeout or writer gone)",
+              file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+# -- proof, consistency -----------------------------------------------------------------------
+
+def _emit_proof(args: argparse.Namespace, binary: bytes, text: str) -> None:
+    if args.output is not None:
+        with open(args.output, "wb") as f:
+            f.write(text.encode() + b"\n" if args.json else binary)
+    else:
+        print(text if args.json else binary.hex())
+
+
+def _cmd_proof(args: argparse.Namespace) -> int:
+    from .reader import attach
+
+    with attach(tree_name(args.name)) as reader:
+        snap = reader.snapshot()
+        proof = snap.generate_proof(args.index, args.size)
+    _emit_proof(args, proof.to_bytes(), proof.to_json())
+    return EXIT_OK
+
+
+def _cmd_consistency(args: argparse.Namespace) -> int:
+    from .reader import attach
+
+    with attach(tree_name(args.name)) as reader:
+        snap = reader.snapshot()
+        if snap.size == 0:
+            raise IndexOutOfRange("the published tree is empty")
+        proof = snap.generate_consistency_proof(args.old_size, args.size)
+    _emit_proof(args, proof.to_bytes(), proof.to_json())
+    return EXIT_OK
+
+
+# -- verify -----------------------------------------------------------------------------------
+
+_HEX_TEXT = frozenset(b"0123456789abcdefABCDEF \t\r\n")
+
+
+def load_proof(data: bytes) -> Any:
+    """Decode a proof file: JSON, hex text or binary, inclusion or consistency (detected).
+
+    Returns an InclusionProof or a ConsistencyProof; raises InvalidProof if malformed.
+    """
+    from .proof import ConsistencyProof, InclusionProof
+
+    text = data.strip()
+    if not text:
+        raise InvalidProof("the proof file is empty")
+    if text.startswith(b"{"):
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidProof(f"not valid JSON: {exc}") from None
+        if isinstance(obj, dict) and obj.get("type") == "consistency":
+            return ConsistencyProof.from_json(text)
+        return InclusionProof.from_json(text)
+    if _HEX_TEXT.issuperset(text):
+        digits = bytes(b for b in text if b not in b" \t\r\n")
+        try:
+            data = bytes.fromhex(digits.decode("ascii"))
+        except ValueError:
+            raise InvalidProof(f"hex proof has an odd number of digits ({len(digits)})") from None
+    if len(data) >= 2 and data[1] == ord("C"):
+        return ConsistencyProof.from_bytes(data)
+    return InclusionProof.from_bytes(data)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .proof import InclusionProof
+
+    try:
+        if args.proof_file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(args.proof_file, "rb") as f:
+                data = f.read()
+    except OSError as exc:
+        raise UsageError(f"{args.proof_file}: {exc.strerror}") from None
+    try:
+        proof = load_proof(data)
+    except InvalidProof as exc:
+        raise UsageError(f"malformed proof: {exc}") from None
+    reason = ""
+    if isinstance(proof, InclusionProof):
+        ok = proof.verify_against(args.root, args.size)
+        what = f"leaf {proof.leaf_index} in a tree of {proof.tree_size} leaves"
+        if not ok:
+            if args.size is not None and args.size != proof.tree_size:
+                reason = f"the proof is for a tree of {proof.tree_size} leaves, not {args.size}"
+            elif proof.root != args.root:
+                reason = f"the proof's root {proof.root.hex()} is not the trusted root"
+            else:
+                reason = "the path does not recompute the root (tampered or inconsistent proof)"
+    else:
+        if args.old_root is None:
+            raise UsageError("a consistency proof needs --old-root (and --root for the new tree)")
+        ok = proof.verify_against(args.old_root, args.root, args.old_size, args.size)
+        what = f"tree of {proof.old_size} leaves is a prefix of the one of {proof.new_size}"
+        if not ok:
+            if args.size is not None and args.size != proof.new_size:
+                reason = f"the proof's new size is {proof.new_size}, not {args.size}"
+            elif args.old_size is not None and args.old_size != proof.old_size:
+                reason = f"the proof's old size is {proof.old_size}, not {args.old_size}"
+            elif (proof.old_root, proof.new_root) != (args.old_root, args.root):
+                reason = "the proof's roots are not the trusted roots"
+            else:
+                reason = "the proof does not recompute its roots (tampered or inconsistent)"
+    if ok:
+        print("OK")
+        if not args.quiet:
+            print(f"rotorshm: verified: {what}", file=sys.stderr)
+        return EXIT_OK
+    print("FAILED")
+    if not args.quiet:
+        print(f"rotorshm: {reason}", file=sys.stderr)
+    return EXIT_FAIL
+
+
+# -- status -----------------------------------------------------------------------------------
+
+def _stat_entry(path: str) -> dict[str, Any] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"path": path, "size": st.st_size, "allocated": st.st_blocks * 512}
+
+
+def tree_status(name: str) -> dict[str, Any]:
+    """Everything `status` reports about the tree published under `name`, JSON-ready."""
+    from .segments import SEGMENT_PREFIX, SHM_DIR
+    from .shm import (
+        OFF_HEARTBEAT,
+        STATE_LIVE,
+        STATE_STARTING,
+        STATE_STOPPED,
+        ControlBlock,
+        control_name,
+    )
+    from .store import DATA_DIR
+
+    ctl = ControlBlock.attach(name)
+    try:
+        state = None
+        for _ in range(200):
+            state = ctl.read_state()
+            if state is not None or not ctl.writer_alive():
+                break
+            time.sleep(0.005)
+        heartbeat_ns = ctl.words.load_u64(OFF_HEARTBEAT)
+        info: dict[str, Any] = {
+            "name": name,
+            "directory": ctl.directory,
+            "arity": ctl.arity,
+            "max_depth": ctl.max_depth,
+            "epoch": f"{ctl.epoch:016x}",
+            "writer_pid": ctl.pid,
+            "writer_alive": ctl.writer_alive(),
+            "writer_state": {STATE_STARTING: "starting", STATE_LIVE: "live",
+                             STATE_STOPPED: "stopped"}.get(ctl.state, f"?{ctl.state}"),
+            "heartbeat_age_ms": round((time.monotonic_ns() - heartbeat_ns) / 1e6, 1),
+            "durable_seq": ctl.durable_seq,
+        }
+        pin = ctl.pin_above_level
+        prefix = ctl.segment_prefix
+        directory = ctl.directory
+    finally:
+        ctl.close()
+    if state is None:
+        info.update(size=None, root=None, depth=None, published_seq=None, lengths=None,
+                    error="no consistent publication could be read (writer mid-write or dead)")
+        lengths: tuple[int, ...] = ()
+    else:
+        lengths = state.lengths
+        info.update(size=state.size, root=state.frontier[-1].hex() if state.frontier else None,
+                    depth=max(len(lengths) - 1, 0), published_seq=state.seq,
+                    lengths=list(lengths))
+    info["pin_above_level"] = pin if pin < 2**32 - 1 and pin < 1 << 30 else None
+    # Shared-memory entries: the control block, this epoch's segments, stale ones.
+    ctl_entry = control_name(name).lstrip("/")
+    seg_head = prefix.lstrip("/")
+    any_epoch = re.compile(re.escape(f"{SEGMENT_PREFIX}{name}.") + r"[0-9a-f]{16}\.L\d+\.S\d+")
+    try:
+        entries = sorted(os.listdir(SHM_DIR))
+    except OSError:
+        entries = []
+    shm: list[dict[str, Any]] = []
+    stale: list[dict[str, Any]] = []
+    for e in entries:
+        if e == ctl_entry or e.startswith(seg_head):
+            st = _stat_entry(os.path.join(SHM_DIR, e))
+            if st is not None:
+                shm.append(st)
+        elif any_epoch.fullmatch(e):
+            st = _stat_entry(os.path.join(SHM_DIR, e))
+            if st is not None:
+                stale.append(st)
+    info["shm_segments"] = shm
+    info["shm_bytes"] = sum(s["allocated"] for s in shm)
+    info["stale_segments"] = stale
+    levels = []
+    for lvl, length in enumerate(lengths):
+        tier = "shm" if lvl >= pin else "file"
+        entry: dict[str, Any] = {"level": lvl, "nodes": length, "tier": tier}
+        if tier == "file":
+            d = ckpt.level_dir(os.path.join(directory, DATA_DIR), lvl)
+            shards = [s for s in (_stat_entry(os.path.join(d, shard_name(i)))
+                                  for i in range(-(-length * NODE_SIZE // SHARD_BYTES)))
+                      if s is not None]
+            entry["shards"] = len(shards)
+            entry["allocated"] = sum(s["allocated"] for s in shards)
+        else:
+            head = f"{seg_head}L{lvl}.S"
+            mine = [s for s in shm if os.path.basename(s["path"]).startswith(head)]
+            entry["segments"] = len(mine)
+            entry["allocated"] = sum(s["allocated"] for s in mine)
+        levels.append(entry)
+    info["levels"] = levels
+    return info
+
+
+def _tier_summary(info: dict[str, Any]) -> str:
+    levels = info["levels"]
+    pin = info["pin_above_level"]
+    if not levels:
+        return f"pin_above_level {pin if pin is not None else 'none'} (empty tree)"
+    files = [e["level"] for e in levels if e["tier"] == "file"]
+    shm = [e["level"] for e in levels if e["tier"] == "shm"]
+
+    def span(ls: list[int]) -> str:
+        return f"level {ls[0]}" if len(ls) == 1 else f"levels {ls[0]}-{ls[-1]}"
+
+    parts = []
+    if files:
+        parts.append(f"{span(files)} in shard files")
+    if shm:
+        parts.append(f"{span(shm)} in shared memory")
+    return f"pin_above_level {pin if pin is not None else 'none'}: " + ", ".join(parts)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    info = tree_status(tree_name(args.name))
+    if args.json:
+        _print_json(info)
+        return EXIT_OK
+    alive = "alive" if info["writer_alive"] else "NOT alive"
+    rows = [
+        ("tree", info["name"]),
+        ("directory", info["directory"]),
+        ("writer", f"pid {info['writer_pid']}, {alive}, state {info['writer_state']}, "
+                   f"heartbeat {info['heartbeat_age_ms']:.0f} ms ago"),
+        ("epoch", info["epoch"]),
+        ("arity", f"{info['arity']} (max_depth {info['max_depth']})"),
+        ("size", str(info["size"])),
+        ("depth", str(info["depth"])),
+        ("root", info["root"] or "-"),
+        ("published seq", str(info["published_seq"])),
+        ("durable seq", str(info["durable_seq"])),
+        ("tiers", _tier_summary(info)),
+    ]
+    for e in info["levels"]:
+        where = (f"{e['shards']} shard file(s)" if e["tier"] == "file"
+                 else f"{e['segments']} segment(s)")
+        rows.append((f"  level {e['level']}", f"{e['nodes']} nodes, {e['tier']}, {where}, "
+                     f"{human_bytes(e['allocated'])} allocated"))
+    rows.append(("/dev/shm", f"{len(info['shm_segments'])} entries, "
+                             f"{human_bytes(info['shm_bytes'])} allocated"))
+    for s in info["shm_segments"]:
+        rows.append(("", f"{os.path.basename(s['path'])}: size {human_bytes(s['size'])}, "
+                         f"allocated {human_bytes(s['allocated'])}"))
+    if info["stale_segments"]:
+        rows.append(("stale", ", ".join(os.path.basename(s["path"])
+                                        for s in info["stale_segments"])))
+    if "error" in info:
+        rows.append(("error", info["error"]))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return EXIT_OK
+
+
+# -- inspect ----------------------------------------------------------------------------------
+
+class DiskLevel(Level):
+    """Read-only view of one level's shard files through pread: no mmap, never writes.
+
+    Shard files of pinned levels are only as long as what was checkpointed, so they
+    cannot be mapped whole; a short read means the shard lost data (CorruptionError).
+    """
+
+    __slots__ = ("directory", "_fds")
+
+    def __init__(self, level: int, directory: str) -> None:
+        super().__init__(level, 1)
+        self.directory = directory
+        self._fds: dict[int, int] = {}
+
+    def _open_region(self, index: int, create: bool) -> memoryview:
+        raise NotImplementedError("DiskLevel reads with pread")
+
+    def _fd(self, shard: int) -> int:
+        fd = self._fds.get(shard)
+        if fd is None:
+            path = os.path.join(self.directory, shard_name(shard))
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise CorruptionError(f"{path}: shard missing for a checkpointed level") from None
+            self._fds[shard] = fd
+        return fd
+
+    def reserve(self, nodes: int) -> None:
+        """Read-only: nothing to reserve."""
+
+    def read(self, start: int, count: int) -> bytes:
+        """Nodes start..start+count-1 from the shard files."""
+        lo, hi = start * NODE_SIZE, (start + count) * NODE_SIZE
+        parts = []
+        while lo < hi:
+            shard, off = divmod(lo, SHARD_BYTES)
+            n = min(SHARD_BYTES - off, hi - lo)
+            got = os.pread(self._fd(shard), n, off)
+            if len(got) != n:
+                path = os.path.join(self.directory, shard_name(shard))
+                raise CorruptionError(
+                    f"{path}: shard ends at offset {off + len(got)}, but the checkpoint needs "
+                    f"{off + n} bytes"
+                )
+            parts.append(got)
+            lo += n
+        return b"".join(parts)
+
+    def node(self, index: int) -> bytes:
+        """Node `index`."""
+        return self.read(index, 1)
+
+    def write(self, start: int, data: bytes | memoryview) -> None:
+        """Refused: inspection never writes."""
+        raise RotorError(f"level {self.level}: the on-disk view is read-only")
+
+    def close(self) -> None:
+        """Close the shard files."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+class OverlayLevel(Level):
+    """A level seen as checkpointed on disk, with WAL-replayed nodes kept in memory on top.
+
+    Nodes below the checkpoint's last one come from the shard files, the last from the
+    checkpoint's frontier, and everything the replay writes (always a contiguous tail)
+    from memory; so replaying a WAL costs memory for the WAL only, whatever the tree size.
+    """
+
+    __slots__ = ("_base", "_base_len", "_frontier", "_tail_start", "_tail")
+
+    def __init__(self, level: int, base: Level | None, base_len: int, frontier: bytes) -> None:
+        super().__init__(level, 1)
+        self._base = base
+        self._base_len = base_len if base is not None else 0
+        self._frontier = frontier
+        self._tail_start = 0
+        self._tail: bytearray | None = None
+
+    def _open_region(self, index: int, create: bool) -> memoryview:
+        raise NotImplementedError("OverlayLevel has no regions")
+
+    def reserve(self, nodes: int) -> None:
+        """Memory grows on write: nothing to reserve."""
+
+    def read(self, start: int, count: int) -> bytes:
+        """Nodes start..start+count-1, from the tail, the frontier or the shard files."""
+        end = start + count
+        tail = self._tail
+        ts = self._tail_start if tail is not None else end
+        parts = []
+        pos = start
+        stop = min(end, ts, self._base_len - 1)
+        if pos < stop:
+            assert self._base is not None
+            parts.append(self._base.read(pos, stop - pos))
+            pos = stop
+        if pos < min(end, ts) and pos == self._base_len - 1:
+            parts.append(self._frontier)
+            pos += 1
+        if pos < end:
+            if tail is None or pos < ts or (end - ts) * NODE_SIZE > len(tail):
+                raise IndexOutOfRange(f"level {self.level}: node {pos} was never written")
+            parts.append(bytes(tail[(pos - ts) * NODE_SIZE : (end - ts) * NODE_SIZE]))
+        return b"".join(parts)
+
+    def node(self, index: int) -> bytes:
+        """Node `index`."""
+        return self.read(index, 1)
+
+    def write(self, start: int, data: bytes | memoryview) -> None:
+        """Keep `data` in memory as nodes start..; earlier nodes stay as they were."""
+        if self._tail is None:
+            self._tail_start, self._tail = start, bytearray()
+        elif start < self._tail_start:
+            self._tail[:0] = self.read(start, self._tail_start - start)
+            self._tail_start = start
+        tail_end = self._tail_start + len(self._tail) // NODE_SIZE
+        if start > tail_end:
+            self._tail += self.read(tail_end, start - tail_end)
+        off = (start - self._tail_start) * NODE_SIZE
+        self._tail[off : off + len(data)] = data
+
+    def close(self) -> None:
+        """Close the shard files and drop the tail."""
+        if self._base is not None:
+            self._base.close()
+        self._tail = None
+
+
+def lock_holder(path: str) -> int | None:
+    """Pid of the process holding a flock on `path`, from /proc/locks (Linux); None if free.
+
+    Passive: it never takes the lock, so it cannot make a starting writer fail.
+    """
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->":  # "->" marks a blocked waiter
+            continue
+        try:
+            major, minor, ino = fields[5].split(":")
+            if (int(major, 16), int(minor, 16), int(ino)) == want:
+                return int(fields[4])
+        except ValueError:
+            continue
+    return None
+
+
+def _read_or_none(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, RotorError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
+def _inspect_once(path: str, report: dict[str, Any], progress: ProgressCallback | None) -> None:
+    """One pass of inspect_tree; fills `report` and raises on the first problem."""
+    from . import recovery, wal
+    from .store import DATA_DIR, WAL_FILE
+    from .tree import TreeCore
+
+    data_dir = os.path.join(path, DATA_DIR)
+    header_path = os.path.join(data_dir, ckpt.HEADER_FILE)
+    if not os.path.isdir(path):
+        raise RotorError(f"{path}: not a directory")
+    raw = _read_or_none(header_path)
+    if raw is None:
+        raise RotorError(f"{path}: not a rotorshm tree directory ({header_path} is missing)")
+    head = ckpt._HEADER
+    if len(raw) != head.size + 4:
+        raise CorruptionError(f"{header_path}: header is damaged (length {len(raw)})")
+    _magic, version, arity, max_depth, chunk_nodes, shard_chunks = head.unpack_from(raw)
+    ckpt.check_header(data_dir, arity, max_depth)  # CRC, magic, version and geometry
+    report["header"] = {"arity": arity, "max_depth": max_depth, "version": version,
+                        "chunk_nodes": chunk_nodes, "shard_chunks": shard_chunks}
+
+    meta = ckpt.read_meta(data_dir, arity)
+    after = meta.seq if meta is not None else 0
+    report["checkpoint"] = None if meta is None else {
+        "seq": meta.seq, "size": meta.size, "root": meta.root.hex() if meta.root else None,
+        "depth": max(len(meta.lengths) - 1, 0), "lengths": list(meta.lengths),
+    }
+
+    wal_path = os.path.join(path, WAL_FILE)
+    scan = wal.scan(wal_path, first_seq=after + 1)
+    for rec in scan.records:
+        if len(rec.payload) % NODE_SIZE:
+            raise CorruptionError(
+                f"{wal_path}: record at offset {rec.offset} is not a whole number of leaves"
+            )
+    live = [r for r in scan.records if r.seq > after]
+    report["wal"] = {
+        "bytes": scan.end + scan.torn_bytes,
+        "records": len(scan.records),
+        "first_seq": scan.records[0].seq if scan.records else None,
+        "last_seq": scan.records[-1].seq if scan.records else None,
+        "leaves": sum(len(r.payload) for r in live) // NODE_SIZE,
+        "stale_records": len(scan.records) - len(live),
+        "torn_bytes": scan.torn_bytes,
+    }
+
+    lengths = meta.lengths if meta is not None else ()
+    frontier = meta.frontier if meta is not None else ()
+
+    def new_level(lvl: int) -> Level:
+        if lvl < len(lengths):
+            return OverlayLevel(lvl, DiskLevel(lvl, ckpt.level_dir(data_dir, lvl)),
+                                lengths[lvl], frontier[lvl])
+        return OverlayLevel(lvl, None, 0, b"")
+
+    core = TreeCore(arity, max_depth, new_level)
+    try:
+        if meta is not None and meta.size:
+            core.restore(meta.size, meta.frontier)
+            recovery.verify(core, data_dir, meta, progress)
+            report["verify"] = {"levels": len(meta.lengths), "nodes": sum(meta.lengths),
+                                "root": meta.root.hex(), "result": "ok"}
+        else:
+            report["verify"] = {"levels": 0, "nodes": 0, "root": None,
+                                "result": "no checkpoint to verify"}
+        last = recovery.replay(core, scan, after, wal_path, progress)
+        report["replay"] = {"seq": last, "size": core.size, "depth": core.depth,
+                            "root": core.root.hex() if core.root else None}
+    finally:
+        core.close()
+
+
+def inspect_tree(path: str, progress: ProgressCallback | None = None,
+                 attempts: int = 5) -> dict[str, Any]:
+    """Check a tree directory read-only and return a JSON-ready report (`ok`, `error`, ...).
+
+    Reads the header, checkpoint and WAL; verifies the chunk CRCs and recomputes every
+    checkpointed level up to the root; replays the WAL in memory on top. It takes no
+    lock and writes nothing, so it also works beside a running writer; then a
+    checkpoint taken mid-inspection can make the files disagree, and the inspection is
+    repeated (up to `attempts` times) while checkpoint.meta keeps changing.
+    """
+    from .store import DATA_DIR, LOCK_FILE
+
+    path = os.path.abspath(path)
+    pid = lock_holder(os.path.join(path, LOCK_FILE))
+    report: dict[str, Any] = {"directory": path, "writer": {"running": pid is not None,
+                                                             "pid": pid}}
+    meta_path = os.path.join(path, DATA_DIR, ckpt.META_FILE)
+    attempt = 0
+    for attempt in range(1, attempts + 1):  # noqa: B007 - reported below
+        before = _read_or_none(meta_path)
+        try:
+            _inspect_once(path, report, progress)
+        except (RotorError, OSError) as exc:
+            report["ok"] = False
+            report["error"] = _error_text(exc)
+            if pid is None or _read_or_none(meta_path) == before:
+                break
+        else:
+            report["ok"] = True
+            report["error"] = None
+            break
+    report["attempts"] = attempt
+    return report
+
+
+def _short(h: str | None) -> str:
+    return "-" if h is None else h
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    progress = PhaseProgress(not args.quiet)
+    try:
+        report = inspect_tree(args.dir, progress)
+    finally:
+        progress.close()
+    if args.json:
+        _print_json(report)
+    else:
+        rows: list[tuple[str, str]] = [("directory", report["directory"])]
+        w = report["writer"]
+        rows.append(("writer", f"running (pid {w['pid']}): read-only inspection of a live tree"
+                     if w["running"] else "none (offline)"))
+        if "header" in report:
+            h = report["header"]
+            rows.append(("header", f"arity {h['arity']}, max_depth {h['max_depth']}, "
+                                   f"format version {h['version']}"))
+        if "checkpoint" in report:
+            c = report["checkpoint"]
+            rows.append(("checkpoint", "none" if c is None else
+                         f"seq {c['seq']}, size {c['size']}, depth {c['depth']}, "
+                         f"root {_short(c['root'])}"))
+        if "wal" in report:
+            x = report["wal"]
+            seqs = (f"seq {x['first_seq']}..{x['last_seq']}" if x["records"] else "empty")
+            rows.append(("wal", f"{x['records']} records ({seqs}), {x['leaves']} leaves after "
+                                f"the checkpoint, {x['stale_records']} already checkpointed, "
+                                f"{x['bytes']} bytes, torn tail {x['torn_bytes']} bytes"))
+        if "verify" in report:
+            v = report["verify"]
+            rows.append(("verify", v["result"] if v["levels"] == 0 else
+                         f"chunk CRCs and {v['levels']} levels ({v['nodes']} nodes) recomputed:"
+                         f" root matches the checkpoint"))
+        if "replay" in report:
+            r = report["replay"]
+            rows.append(("replayed", f"seq {r['seq']}, size {r['size']}, depth {r['depth']}, "
+                                     f"root {_short(r['root'])}"))
+        if report["attempts"] > 1:
+            rows.append(("attempts", f"{report['attempts']} (a checkpoint ran meanwhile)"))
+        rows.append(("result", "OK" if report["ok"] else f"CORRUPT: {report['error']}"))
+        width = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            print(f"{k:<{width}}  {v}")
+    if not report["ok"]:
+        print(f"rotorshm: error: {report['error']}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+# -- demo, bench ------------------------------------------------------------------------------
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, format_summary, run_demo
+
+    config = DemoConfig(
+        leaves=args.leaves, readers=args.readers, batch=args.batch, arity=args.arity,
+        keep=args.keep, pin_above_level=args.pin_above_level, seed=args.seed,
+        progress=not args.quiet,
+    )
+    result = run_demo(config)
+    print(format_summary(result))
+    return EXIT_OK if result.ok else EXIT_FAIL
+
+
+def run_bench(argv: Sequence[str]) -> int:
+    """Run `python -m bench ARGV...` in a subprocess if the bench package is importable."""
+    try:
+        spec = importlib.util.find_spec("bench")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        print("rotorshm: error: the `bench` package is not importable; run from the rotorshm "
+              "source tree (the directory holding bench/), or add it to PYTHONPATH",
+              file=sys.stderr)
+        return EXIT_USAGE
+    locations = list(spec.submodule_search_locations)
+    try:
+        main_spec = importlib.util.find_spec("bench.__main__")
+    except (ImportError, ValueError):
+        main_spec = None
+    if main_spec is None:
+        import pkgutil
+
+        mods = sorted(m.name for m in pkgutil.iter_modules(locations)
+                      if not m.name.startswith("_"))
+        print("rotorshm: error: bench has no __main__ module, so `python -m bench` cannot run;"
+              f" run a scenario directly: {', '.join(f'python -m bench.{m}' for m in mods)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    root = os.path.dirname(os.path.abspath(locations[0]))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return subprocess.call([sys.executable, "-m", "bench", *argv], env=env)
+
+
+# -- parser -----------------------------------------------------------------------------------
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="rotorshm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rotorshm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the writer daemon of a tree directory")
@@ -70,17 +971,97 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true",
                    help="skip recomputing the root when opening from a checkpoint")
     p.set_defaults(func=_cmd_serve)
+
+    name_help = "tree name (or a path containing '/': the default name of that directory)"
+
+    p = sub.add_parser("insert", help="submit leaves (64 hex digits per line) to a writer daemon")
+    p.add_argument("target", metavar="DIR_OR_SOCKET", help="tree directory or daemon socket")
+    p.add_argument("file", metavar="FILE", nargs="?",
+                   help="file of leaves, one per line (default or '-': stdin)")
+    p.add_argument("--batch", type=_count, default=LEAF_BATCH,
+                   help=f"leaves per request (default {LEAF_BATCH})")
+    p.add_argument("--durable", action="store_true", help="wait until the last batch is durable")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds to wait for durability (default 60)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_insert)
+
+    p = sub.add_parser("proof", help="print the inclusion proof of a leaf of a published tree")
+    p.add_argument("name", metavar="NAME", help=name_help)
+    p.add_argument("index", metavar="INDEX", type=_index)
+    p.add_argument("--size", type=_count, help="prove against the tree as it was at N leaves")
+    p.add_argument("--json", action="store_true", help="JSON instead of hex of the binary form")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write to FILE (raw binary, or JSON with --json) instead of stdout")
+    p.set_defaults(func=_cmd_proof)
+
+    p = sub.add_parser("consistency", help="print a consistency proof of a published tree")
+    p.add_argument("name", metavar="NAME", help=name_help)
+    p.add_argument("old_size", metavar="OLD_SIZE", type=_count)
+    p.add_argument("--size", type=_count, help="new size (default: the current size)")
+    p.add_argument("--json", action="store_true", help="JSON instead of hex of the binary form")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write to FILE (raw binary, or JSON with --json) instead of stdout")
+    p.set_defaults(func=_cmd_consistency)
+
+    p = sub.add_parser("verify", help="verify a proof file (binary, hex or JSON) against a root")
+    p.add_argument("proof_file", metavar="PROOF_FILE", help="proof file ('-': stdin)")
+    p.add_argument("--root", type=_hex32, required=True,
+                   help="trusted root (for a consistency proof: the new root)")
+    p.add_argument("--size", type=_count, help="trusted tree size (consistency: the new size)")
+    p.add_argument("--old-root", type=_hex32, help="consistency proofs: trusted old root")
+    p.add_argument("--old-size", type=_count, help="consistency proofs: trusted old size")
+    p.add_argument("-q", "--quiet", action="store_true", help="no explanation on stderr")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("status", help="state of a published tree and of its shared memory")
+    p.add_argument("name", metavar="NAME", help=name_help)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("inspect", help="offline, read-only check of a tree directory")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("demo", help="writer daemon + client + reader processes, end to end")
+    p.add_argument("--leaves", type=_count, default=1_000_000)
+    p.add_argument("--readers", type=_index, default=2, help="reader processes (default 2)")
+    p.add_argument("--batch", type=_count, default=LEAF_BATCH)
+    p.add_argument("--arity", type=int, default=4)
+    p.add_argument("--pin-above-level", type=_index, default=2,
+                   help="levels at or above this live in shared memory (default 2)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--keep", action="store_true", help="keep the temporary tree directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("bench", add_help=False,
+                       help="run the benchmarks (`python -m bench ARGS...`)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: run_bench(a.bench_args))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["bench"]:  # forward everything, options included
+        return run_bench(args_list[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
+    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return int(args.func(args))
+        return int(func(args))
+    except UsageError as exc:
+        print(f"rotorshm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except RotorError as exc:
         print(f"rotorshm: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAIL
+    except BrokenPipeError:
+        return EXIT_FAIL
     except KeyboardInterrupt:
         return 130

@@ -28,7 +28,7 @@ def hash_children(children: list[bytes] | tuple[bytes, ...]) -> bytes:
     """Parent of a group of 1..255 children; a single child is lifted unchanged."""
     k = len(children)
     if not 1 <= k <= MAX_ARITY:
-        raise ValueError(f"a group has 1..{MAX_ARITY} children, got {k}")
+        raise InvalidLeaf(f"a group has 1..{MAX_ARITY} children, got {k}")
     for c in children:
         if len(c) != NODE_SIZE:
             raise InvalidLeaf(f"a node is {NODE_SIZE} bytes, got {len(c)}")
@@ -64,6 +64,7 @@ def check_arity(arity: int) -> None:
 
 def depth_for(size: int, arity: int) -> int:
     """Hash levels above the leaves: 0 for size <= 1, else the least d with arity**d >= size."""
+    check_arity(arity)
     d = 0
     cap = 1
     while cap < size:

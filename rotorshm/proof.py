@@ -123,10 +123,23 @@ class InclusionProof:
 
     # -- encodings -------------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        """Compact versioned binary form."""
-        if not _valid_sizes(self.arity, self.tree_size) or len(self.levels) > MAX_LEVELS:
+    def _check_encodable(self) -> None:
+        """Raise InvalidProof unless every field fits the encodings (hand-built proofs)."""
+        if not _valid_sizes(self.arity, self.tree_size) or not (
+            _is_int(self.leaf_index) and 0 <= self.leaf_index <= MAX_SIZE
+            and _is_hash(self.root) and _is_hash(self.leaf)
+            and isinstance(self.levels, tuple) and len(self.levels) <= MAX_LEVELS
+        ):
             raise InvalidProof("proof fields out of encodable range")
+        for entry in self.levels:
+            if not (isinstance(entry, tuple) and len(entry) == 2 and _is_int(entry[0])
+                    and 0 <= entry[0] < self.arity):
+                raise InvalidProof(f"unencodable level {entry!r:.80}")
+            _check_hashes(entry[1], self.arity - 1)
+
+    def to_bytes(self) -> bytes:
+        """Compact versioned binary form (InvalidProof if a field cannot be encoded)."""
+        self._check_encodable()
         parts = [
             _INC_HEAD.pack(
                 FORMAT_VERSION, _KIND_INCLUSION, self.arity, self.leaf_index, self.tree_size,
@@ -162,7 +175,8 @@ class InclusionProof:
         return cls(root, leaf, index, size, arity, tuple(levels))
 
     def to_json(self) -> str:
-        """JSON form with hex-encoded hashes."""
+        """JSON form with hex-encoded hashes (InvalidProof if a field cannot be encoded)."""
+        self._check_encodable()
         return json.dumps({
             "version": FORMAT_VERSION,
             "type": "inclusion",
@@ -337,12 +351,22 @@ class ConsistencyProof:
 
     # -- encodings -------------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        """Compact versioned binary form."""
-        if not _valid_sizes(self.arity, self.old_size, self.new_size):
+    def _check_encodable(self) -> None:
+        """Raise InvalidProof unless every field fits the encodings (hand-built proofs)."""
+        if not _valid_sizes(self.arity, self.old_size, self.new_size) or not (
+            _is_hash(self.old_root) and _is_hash(self.new_root)
+            and isinstance(self.levels, tuple) and len(self.levels) <= MAX_LEVELS
+        ):
             raise InvalidProof("proof fields out of encodable range")
-        if len(self.levels) > MAX_LEVELS:
-            raise InvalidProof("too many levels to encode")
+        for entry in self.levels:
+            if not (isinstance(entry, tuple) and len(entry) == 2):
+                raise InvalidProof(f"unencodable level {entry!r:.80}")
+            _check_hashes(entry[0], self.arity)
+            _check_hashes(entry[1], self.arity - 1)
+
+    def to_bytes(self) -> bytes:
+        """Compact versioned binary form (InvalidProof if a field cannot be encoded)."""
+        self._check_encodable()
         parts = [
             _CON_HEAD.pack(
                 FORMAT_VERSION, _KIND_CONSISTENCY, self.arity, self.old_size, self.new_size,
@@ -380,7 +404,8 @@ class ConsistencyProof:
         return cls(old_root, new_root, old, new, arity, tuple(levels))
 
     def to_json(self) -> str:
-        """JSON form with hex-encoded hashes."""
+        """JSON form with hex-encoded hashes (InvalidProof if a field cannot be encoded)."""
+        self._check_encodable()
         return json.dumps({
             "version": FORMAT_VERSION,
             "type": "consistency",
@@ -426,6 +451,14 @@ def _as_bytes(data: object) -> bytes:
         return bytes(memoryview(data).cast("B"))
     except (TypeError, ValueError) as exc:
         raise InvalidProof(f"unusable buffer: {exc}") from None
+
+
+def _check_hashes(hashes: object, max_count: int) -> None:
+    """Raise InvalidProof unless `hashes` is a tuple of at most `max_count` 32-byte bytes."""
+    if not isinstance(hashes, tuple) or len(hashes) > max_count:
+        raise InvalidProof(f"expected a tuple of at most {max_count} hashes")
+    if not all(_is_hash(h) for h in hashes):
+        raise InvalidProof("every hash must be 32 bytes")
 
 
 def _check_head(ver: int, kind: int, want_kind: int, arity: int, nlev: int) -> None:

@@ -6,7 +6,8 @@ import time
 from types import TracebackType
 
 from .checkpoint import level_dir
-from .errors import TreeClosed, WriterGone
+from .errors import IndexOutOfRange, TreeClosed, WriterGone
+from .hashing import NODE_SIZE
 from .levels import FileLevel, Level
 from .segments import ShmLevel
 from .shm import ControlBlock, Published, check_name
@@ -78,9 +79,22 @@ class Reader:
                 return self._last
             raise WriterGone(f"the writer of {self.name!r} died inside a publication")
         levels = self._levels
-        while len(levels) < len(state.lengths):
+        lengths = state.lengths
+        while len(levels) < len(lengths):
             levels.append(self._new_level(len(levels)))
-        snap = Snapshot(levels, self._arity, state.size, state.lengths, state.frontier)
+        # Pinned levels live in segments that the writer unlinks when it stops (and a new
+        # writer unlinks after a crash): map what this snapshot covers now, so that it stays
+        # readable for as long as it is held. Shard files are never removed: no-op for them.
+        for lvl in range(self._pin, len(lengths)):
+            level = levels[lvl]
+            if level.capacity < lengths[lvl]:
+                try:
+                    level._region((lengths[lvl] - 1) * NODE_SIZE // level._region_bytes)
+                except IndexOutOfRange:  # already unlinked: its writer has stopped
+                    if self._last is not None:
+                        return self._last
+                    raise WriterGone(f"the writer of {self.name!r} has stopped") from None
+        snap = Snapshot(levels, self._arity, state.size, lengths, state.frontier)
         self._last = snap
         return snap
 

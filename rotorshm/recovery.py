@@ -8,12 +8,13 @@ from .checkpoint import CheckpointMeta, level_dir, verify_crcs
 from .config import ProgressCallback
 from .errors import CorruptionError
 from .hashing import NODE_SIZE, hash_groups
-from .levels import Level, shard_name
+from .levels import CHUNK_NODES, SHARD_CHUNKS, Level, shard_name
 from .segments import ShmLevel
 from .tree import TreeCore
 from .wal import ScanResult
 
 _VERIFY_WINDOW = 1 << 16  # parents recomputed per step while verifying
+_SHARD_NODES = SHARD_CHUNKS * CHUNK_NODES
 
 
 def _report(progress: ProgressCallback | None, phase: str, done: int, total: int) -> None:
@@ -60,7 +61,7 @@ def verify(core: TreeCore, data_dir: str, meta: CheckpointMeta,
     Any mismatch raises CorruptionError naming the shard file and offset.
     """
     n = core.arity
-    total = sum(meta.lengths)
+    total = sum(meta.lengths[:-1])  # every node below the root is hashed into its parent once
     done = 0
     for lvl, length in enumerate(meta.lengths):
         verify_crcs(level_dir(data_dir, lvl), core.levels[lvl], length - 1)
@@ -85,10 +86,16 @@ def verify(core: TreeCore, data_dir: str, meta: CheckpointMeta,
             if computed != stored:
                 bad = next(i for i in range(q - p) if computed[i * 32 : i * 32 + 32]
                            != stored[i * 32 : i * 32 + 32]) + p
+                # either the parent or one of its children is damaged: name both files
+                first_child, last_child = bad * n, min(bad * n + n, length) - 1
+                children_files = sorted({
+                    os.path.join(level_dir(data_dir, lvl), shard_name(i // _SHARD_NODES))
+                    for i in (first_child, last_child)
+                })
                 raise CorruptionError(
-                    f"{os.path.join(level_dir(data_dir, lvl + 1), shard_name(bad // (1 << 23)))}:"
-                    f" node {bad} of level {lvl + 1} does not match the hash of its children "
-                    f"in {level_dir(data_dir, lvl)}"
+                    f"{os.path.join(level_dir(data_dir, lvl + 1), shard_name(bad // _SHARD_NODES))}"
+                    f": node {bad} of level {lvl + 1} does not match the hash of its children "
+                    f"(nodes {first_child}..{last_child} in {' and '.join(children_files)})"
                 )
             done += hi - lo
             _report(progress, "verify", done, total)

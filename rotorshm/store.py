@@ -239,7 +239,16 @@ class RotorTree:
             count = len(data) // NODE_SIZE
             core.check_room(count)
             old = core.size
-            lengths = core.reserve(old + count)  # a full disk fails here, before the WAL
+            try:
+                lengths = core.reserve(old + count)  # a full disk fails here, before the WAL
+            except OSError as exc:
+                # e.g. EFBIG from sizing a new shard under RLIMIT_FSIZE (levels.py raises
+                # StorageFull itself only for fallocate)
+                if wal.is_full_error(exc) and not isinstance(exc, StorageFull):
+                    raise StorageFull(
+                        exc.errno, f"{self.path}: cannot reserve space: {exc.strerror}"
+                    ) from exc
+                raise
             assert self._wal is not None
             first = self._wal.append_many(payloads)
             core.apply(old, data, lengths)

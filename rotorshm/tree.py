@@ -13,6 +13,7 @@ BytesLike = bytes | bytearray | memoryview
 Leaves = BytesLike | Iterable[BytesLike]
 
 MAX_SIZE = 2**64 - 1
+_ONLY_LEAF_LEN = {NODE_SIZE}
 
 
 def leaf_bytes(leaf: BytesLike) -> bytes:
@@ -44,12 +45,15 @@ def batch_bytes(leaves: Leaves) -> bytes:
     try:
         items = leaves if isinstance(leaves, (list, tuple)) else list(leaves)
         data = b"".join(items)
+        # len() is the byte length for bytes and bytearray; other buffers take the slow path.
+        if set(map(len, items)) - _ONLY_LEAF_LEN:
+            for i, leaf in enumerate(items):
+                nbytes = memoryview(leaf).nbytes
+                if nbytes != NODE_SIZE:
+                    raise InvalidLeaf(f"leaf {i} is {nbytes} bytes, not {NODE_SIZE}")
     except TypeError as exc:
         raise InvalidLeaf(f"every leaf must be a bytes-like object: {exc}") from None
-    if len(data) != NODE_SIZE * len(items):
-        for i, leaf in enumerate(items):
-            if len(memoryview(leaf).cast("B")) != NODE_SIZE:
-                raise InvalidLeaf(f"leaf {i} is {len(memoryview(leaf).cast('B'))} bytes, not 32")
+    if len(data) != NODE_SIZE * len(items):  # pragma: no cover - implied by the checks above
         raise InvalidLeaf("a batch's leaves must each be 32 bytes")
     return data
 

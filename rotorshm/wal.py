@@ -116,7 +116,7 @@ def _check_torn_tail(path: str, mv: memoryview, off: int, expect: int | None) ->
     if off + HEADER.size <= len(data):
         seeds.add(HEADER.unpack_from(data, off)[2])  # the bad record's own seq field
     for base in seeds:
-        for seq in range(base, base + 64):
+        for seq in range(base, min(base + 64, 1 << 64)):  # a garbage seq field may be ~2**64
             needle = struct.pack("<Q", seq)
             pos = data.find(needle, off + 1)
             while pos != -1:
