@@ -34,6 +34,7 @@ from .config import (
 from .errors import CorruptionError, IndexOutOfRange, InvalidProof, RotorError
 from .hashing import NODE_SIZE
 from .levels import SHARD_BYTES, Level, shard_name
+from .proof import ConsistencyProof, InclusionProof
 
 LEAF_BATCH = 10_000
 PROGRESS_MIN = 10_000
@@ -259,9 +260,9 @@ def _cmd_insert(args: argparse.Namespace) -> int:
                 try:
                     seq, size, root = client.insert_many(chunk)
                 except RotorError as exc:
-                    where = (f" after {done} of {total} leaves were accepted (seq {seq}, size "
-                             f"{size})" if done else "; nothing was inserted")
-                    raise type(exc)(f"{exc}{where}") from exc
+                    where = (f"; {done} of {total} leaves had been accepted before (seq {seq},"
+                             f" size {size})" if done else "; nothing was inserted")
+                    raise RotorError(f"{exc}{where}") from exc
                 n = len(chunk) // NODE_SIZE
                 done += n
                 batches += 1
@@ -298,11 +299,18 @@ def _emit_proof(args: argparse.Namespace, binary: bytes, text: str) -> None:
         print(text if args.json else binary.hex())
 
 
+def _warn_if_gone(alive: bool, name: str) -> None:
+    if not alive:
+        print(f"rotorshm: warning: the writer of {name!r} is not alive; proving against its "
+              "last publication", file=sys.stderr)
+
+
 def _cmd_proof(args: argparse.Namespace) -> int:
     from .reader import attach
 
     with attach(tree_name(args.name)) as reader:
         snap = reader.snapshot()
+        _warn_if_gone(reader.writer_alive, reader.name)
         proof = snap.generate_proof(args.index, args.size)
     _emit_proof(args, proof.to_bytes(), proof.to_json())
     return EXIT_OK
@@ -313,6 +321,7 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
 
     with attach(tree_name(args.name)) as reader:
         snap = reader.snapshot()
+        _warn_if_gone(reader.writer_alive, reader.name)
         if snap.size == 0:
             raise IndexOutOfRange("the published tree is empty")
         proof = snap.generate_consistency_proof(args.old_size, args.size)
@@ -325,13 +334,11 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
 _HEX_TEXT = frozenset(b"0123456789abcdefABCDEF \t\r\n")
 
 
-def load_proof(data: bytes) -> Any:
+def load_proof(data: bytes) -> InclusionProof | ConsistencyProof:
     """Decode a proof file: JSON, hex text or binary, inclusion or consistency (detected).
 
-    Returns an InclusionProof or a ConsistencyProof; raises InvalidProof if malformed.
+    Raises InvalidProof if the contents are malformed.
     """
-    from .proof import ConsistencyProof, InclusionProof
-
     text = data.strip()
     if not text:
         raise InvalidProof("the proof file is empty")
@@ -355,8 +362,6 @@ def load_proof(data: bytes) -> Any:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .proof import InclusionProof
-
     try:
         if args.proof_file == "-":
             data = sys.stdin.buffer.read()
@@ -939,7 +944,7 @@ def run_bench(argv: Sequence[str]) -> int:
         mods = sorted(m.name for m in pkgutil.iter_modules(locations)
                       if not m.name.startswith("_"))
         print("rotorshm: error: bench has no __main__ module, so `python -m bench` cannot run;"
-              f" run a scenario directly: {', '.join(f'python -m bench.{m}' for m in mods)}",
+              f" run one of its modules directly (`python -m bench.NAME`): {', '.join(mods)}",
               file=sys.stderr)
         return EXIT_USAGE
     root = os.path.dirname(os.path.abspath(locations[0]))

@@ -54,7 +54,7 @@ class DemoConfig:
 
 @dataclass
 class ReaderStats:
-    """What one reader process did and measured while the ingest ran."""
+    """What one reader process did and measured while the ingest ran (and once after)."""
 
     index: int
     proofs: int = 0
@@ -179,13 +179,16 @@ def _reader_loop(name: str, seed: int, per_snapshot: int, stop: EventType, out: 
     with attach(name) as reader:
         out.put(("ready", stats.index))
         start: float | None = None  # the clock starts with the first leaf
-        while not stop.is_set():
+        while True:
+            final = stop.is_set()  # one last round after the ingest: the final tree
             t0 = clock()
             snap = reader.snapshot()
             snap_lat.add(clock() - t0)
             stats.snapshots += 1
             size, root = snap.size, snap.root
             if size == 0 or root is None:
+                if final:
+                    break
                 time.sleep(0.0005)
                 continue
             if start is None:
@@ -212,6 +215,8 @@ def _reader_loop(name: str, seed: int, per_snapshot: int, stop: EventType, out: 
                     fail(f"proof of leaf {i} at size {size} does not verify")
                 elif proof.leaf != demo_leaf(i):
                     fail(f"leaf {i} holds {proof.leaf.hex()}, not the leaf inserted there")
+            if final:
+                break
         stats.elapsed = time.perf_counter() - start if start is not None else 0.0
         stats.last_size = prev[0] if prev else 0
     stats.proof_ns = proof_lat.values
@@ -417,6 +422,10 @@ def _collect(out: Any, readers: list[multiprocessing.process.BaseProcess], pendi
     for i in sorted(pending):
         result.readers.append(ReaderStats(i, error="the reader exited without reporting"))
     result.readers.sort(key=lambda r: r.index)
+    for s in result.readers:
+        if s.error is None and s.last_size != result.leaves:
+            result.errors.append(f"reader {s.index} last saw {s.last_size} leaves, "
+                                 f"not {result.leaves}")
 
 
 def _check_final(cfg: DemoConfig, name: str, data: bytes, result: DemoResult) -> None:
