@@ -32,7 +32,7 @@ import posix_ipc
 
 from ._native import ffi, lib
 from .atomics import WAKE_ALL, SharedWords
-from .errors import AccessDenied, InvalidConfig, WriterGone
+from .errors import AccessDenied, InvalidConfig, TreeLocked, WriterGone
 from .segments import SEGMENT_PREFIX, unlink_segment
 
 MAGIC = b"RSHMCTL1"
@@ -137,20 +137,35 @@ class ControlBlock:
     @classmethod
     def create(cls, name: str, *, arity: int, max_depth: int, epoch: int, directory: str,
                segment_prefix: str, pin_above_level: int, mode: int = 0o600) -> ControlBlock:
-        """Create (replacing a stale one) and initialise the control block of tree `name`."""
+        """Create and initialise the control block of tree `name`, replacing a stale one.
+
+        A block whose writer is still alive (starting or live) is never replaced:
+        TreeLocked. The magic is stored last, so a reader never trusts a half-built block.
+        """
         seg_name = control_name(check_name(name))
         dir_b = os.fsencode(directory)
         pre_b = segment_prefix.encode()
         if len(dir_b) > DIR_MAX or len(pre_b) > PREFIX_MAX:
             raise InvalidConfig("tree directory path or segment prefix too long")
-        unlink_segment(seg_name)
-        seg = posix_ipc.SharedMemory(seg_name, posix_ipc.O_CREX, mode=mode, size=CTL_BYTES)
+        for _ in range(3):
+            try:
+                seg = posix_ipc.SharedMemory(seg_name, posix_ipc.O_CREX, mode=mode,
+                                             size=CTL_BYTES)
+                break
+            except posix_ipc.ExistentialError:
+                owner = ControlBlock.live_owner(name)
+                if owner is not None:
+                    raise TreeLocked(
+                        f"tree name {name!r} is already published by a live writer (pid {owner})"
+                    ) from None
+                unlink_segment(seg_name)  # stale: its writer is gone
+        else:
+            raise TreeLocked(f"could not create {seg_name}: another writer keeps creating it")
         try:
             os.posix_fallocate(seg.fd, 0, CTL_BYTES)
             m = mmap.mmap(seg.fd, CTL_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             seg.close_fd()
-        m[0:8] = MAGIC
         struct.pack_into("<IHH", m, OFF_VERSION, LAYOUT_VERSION, arity, max_depth)
         struct.pack_into("<QQ", m, OFF_EPOCH, epoch, os.getpid())
         struct.pack_into("<I", m, OFF_PIN, min(pin_above_level, 2**32 - 1))
@@ -160,6 +175,7 @@ class ControlBlock:
         m[OFF_PREFIX + 4 : OFF_PREFIX + 4 + len(pre_b)] = pre_b
         block = cls(name, m, writable=True)
         block.beat()
+        block.words.store_u64(0, int.from_bytes(MAGIC, "little"))  # release: fields first
         return block
 
     @classmethod
@@ -178,7 +194,7 @@ class ControlBlock:
             m = mmap.mmap(seg.fd, CTL_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
         finally:
             seg.close_fd()
-        if m[0:8] != MAGIC:
+        if struct.unpack_from("<Q", m, 0)[0] != int.from_bytes(MAGIC, "little"):
             m.close()
             raise WriterGone(f"{seg_name} is not a rotorshm control block")
         version = struct.unpack_from("<I", m, OFF_VERSION)[0]
@@ -197,7 +213,7 @@ class ControlBlock:
         except AccessDenied:
             return -1  # a block we cannot read: treat as owned, never clobber it
         try:
-            return block.pid if block.writer_alive() else None
+            return block.pid if block.owner_alive() else None
         finally:
             block.close()
 
@@ -256,6 +272,12 @@ class ControlBlock:
     def beat(self) -> None:
         """Writer: refresh the heartbeat."""
         self.words.store_u64(OFF_HEARTBEAT, time.monotonic_ns())
+
+    def owner_alive(self) -> bool:
+        """True while the writer that created the block runs (starting or live), not stopped."""
+        if self._closed or self.state == STATE_STOPPED or not pid_alive(self.pid):
+            return False
+        return time.monotonic_ns() - self.words.load_u64(OFF_HEARTBEAT) < HEARTBEAT_STALE_NS
 
     def writer_alive(self) -> bool:
         """True while the writer is live: state, pid and a fresh heartbeat all agree."""
