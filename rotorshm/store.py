@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -125,7 +126,10 @@ class RotorTree:
             ckpt.write_header(self.data_dir, cfg.arity, cfg.max_depth)
             fsync_dir(self.path)
         for name in stale_segments(self.name):
-            unlink_segment(name)  # we hold the lock: any segment of this tree is a leftover
+            # We hold the lock: any level segment of this tree is a leftover. The control
+            # block is the daemon's business (it checks the owner's liveness first).
+            if not name.endswith(".ctl"):
+                unlink_segment(name)
         meta = ckpt.read_meta(self.data_dir, cfg.arity)
         if meta is not None and meta.size:
             recovery.restore(self.core, self.data_dir, meta)
@@ -143,8 +147,14 @@ class RotorTree:
                 )
         last = recovery.replay(self.core, scan, self._ckpt.seq, wal_path, cfg.progress)
         self._leaves_since_ckpt = self.core.size - self._ckpt.size
-        self._wal = wal.WriteAheadLog(wal_path, scan.end, last + 1)
-        if scan.torn_bytes:
+        end = scan.end
+        if scan.records and scan.records[-1].seq <= self._ckpt.seq:
+            # Every record is already in the checkpoint: we stopped (or lost power, dropping
+            # unsynced records) between writing checkpoint.meta and truncating the WAL.
+            # Finish the truncation, so new records never follow a gap in the sequence.
+            end = 0
+        self._wal = wal.WriteAheadLog(wal_path, end, last + 1)
+        if scan.torn_bytes or end != scan.end:
             fsync_dir(self.path)
         self.durable_seq = self.written_seq = last
 
@@ -286,7 +296,12 @@ class RotorTree:
         if (policy.kind == "every_n_entries" and self._leaves_since_ckpt >= policy.value) or (
             policy.kind == "memory_threshold" and self._wal.size >= policy.value
         ):
-            self.checkpoint()
+            # The batch is already in the WAL and applied: the insert has succeeded and must
+            # not report failure (a caller retrying it would insert it twice). A checkpoint
+            # that finds no space is retried at the next trigger; the WAL holds everything
+            # meanwhile, and an explicit checkpoint() still raises StorageFull.
+            with contextlib.suppress(StorageFull):
+                self.checkpoint()
 
     # -- durability -------------------------------------------------------------------------
 

@@ -110,6 +110,8 @@ def _check_torn_tail(path: str, mv: memoryview, off: int, expect: int | None) ->
     those 8-byte values and check whether a valid record is framed around them.
     """
     data = bytes(mv)
+    if not data[off:].strip(b"\0"):
+        return  # a zero-filled tail (unwritten blocks after a crash) hides no record
     seeds = set()
     if expect is not None:
         seeds.add(expect)
