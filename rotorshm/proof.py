@@ -28,6 +28,7 @@ MAX_SIZE = 2**64 - 1
 MAX_LEVELS = 64  # a u64 size never needs more levels, whatever the arity
 _PREFIX = [bytes((1, k)) for k in range(256)]
 _ONLY_HASH_LEN = {NODE_SIZE}
+_ONLY_BYTES = {bytes}
 _INC_HEAD = struct.Struct("<BBBQQ32s32sB")
 _CON_HEAD = struct.Struct("<BBBQQ32s32sB")
 
@@ -457,7 +458,9 @@ def _check_hashes(hashes: object, max_count: int) -> None:
     """Raise InvalidProof unless `hashes` is a tuple of at most `max_count` 32-byte bytes."""
     if not isinstance(hashes, tuple) or len(hashes) > max_count:
         raise InvalidProof(f"expected a tuple of at most {max_count} hashes")
-    if not all(_is_hash(h) for h in hashes):
+    if hashes and (
+        set(map(type, hashes)) != _ONLY_BYTES or set(map(len, hashes)) != _ONLY_HASH_LEN
+    ):
         raise InvalidProof("every hash must be 32 bytes")
 
 

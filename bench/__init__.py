@@ -1,0 +1,1 @@
+"""Benchmarks of rotorshm: one runnable module per scenario (``python -m bench.<name>``)."""

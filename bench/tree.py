@@ -1,0 +1,433 @@
+"""In-memory tree benchmark: insert throughput and snapshot / proof latencies on one core.
+
+    python -m bench.tree [--quick] [--out DIR] [--leaves N]
+
+Measures LeanIMT (no disk, no shared memory):
+
+* ``insert_many`` of N leaves in 10,000-leaf batches for arity 2, 4, 8, 16 with each batch
+  as one bytes buffer, and for arity 4 also as a list of 32-byte bytes (median of runs);
+* single ``insert`` on top of an N-leaf arity-4 tree (rate, and per-call latency);
+* at N leaves, arity 4: snapshot, generate_proof, InclusionProof.verify,
+  generate_consistency_proof, ConsistencyProof.verify, update_inclusion_proof and the
+  to_bytes/from_bytes round trip of both proof kinds (per-call median and p99).
+
+Prints one table and writes ``tree.json`` to the out dir. Targets are informational:
+a miss is reported, never an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rotorshm import ConsistencyProof, InclusionProof, LeanIMT, Snapshot, depth_for
+
+from . import common
+
+BATCH = 10_000
+ARITIES = (2, 4, 8, 16)
+LEAF = 32
+SAMPLE_CAP = 20_000
+WARMUP_BATCHES = 10
+
+
+@dataclass(frozen=True)
+class Params:
+    leaves: int
+    batch: int
+    runs: int
+    inserts: int
+    samples: int
+    warmup: int
+    rounds: int
+    seed: int
+    quick: bool
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str  # measurement key in the results
+    metric: str  # "median" of that measurement
+    op: str  # ">=" or "<="
+    value: float
+    unit: str
+
+
+TARGETS = (
+    Target("insert_many a=4 buffer", "median", ">=", 2_000_000, "leaves/s"),
+    Target("snapshot", "median", "<=", 5_000, "ns"),
+    Target("generate_proof", "median", "<=", 15_000, "ns"),
+    Target("InclusionProof.verify", "median", "<=", 15_000, "ns"),
+)
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
+    ap = common.base_parser(__doc__.splitlines()[0] if __doc__ else "tree benchmark")
+    ap.add_argument("--leaves", type=int, default=None,
+                    help="tree size N (default 1,000,000; 50,000 with --quick)")
+    ap.add_argument("--samples", type=int, default=None,
+                    help="timed calls per latency (default 20,000; 2,000 with --quick)")
+    ap.add_argument("--seed", type=int, default=1, help="seed of leaves and random inputs")
+    args = ap.parse_args(argv)
+    quick = bool(args.quick)
+    leaves = args.leaves if args.leaves is not None else (50_000 if quick else 1_000_000)
+    if leaves < 2:
+        ap.error("--leaves must be at least 2")
+    samples = args.samples if args.samples is not None else (2_000 if quick else 20_000)
+    if samples < 1:
+        ap.error("--samples must be at least 1")
+    params = Params(
+        leaves=leaves,
+        batch=BATCH,
+        runs=3,
+        inserts=10_000 if quick else 100_000,
+        samples=samples,
+        warmup=200 if quick else 1_000,
+        rounds=4 if quick else 10,
+        seed=args.seed,
+        quick=quick,
+    )
+    return args, params
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def max_depth_for(size: int, arity: int) -> int:
+    return max(depth_for(size, arity), 1)
+
+
+def build_tree(data: bytes, arity: int, extra: int = 0) -> LeanIMT:
+    """A tree holding `data` (leaves back to back), with room for `extra` more leaves."""
+    n = len(data) // LEAF
+    tree = LeanIMT(arity, max_depth_for(n + extra, arity))
+    step = BATCH * LEAF
+    for off in range(0, len(data), step):
+        tree.insert_many(data[off : off + step])
+    return tree
+
+
+def latency_entry(samples: list[int]) -> dict[str, Any]:
+    stored, stride = common.cap_samples(samples, SAMPLE_CAP)
+    return {
+        "unit": "ns",
+        "summary": common.summarize(samples),
+        "samples_ns": stored,
+        "samples_stride": stride,
+    }
+
+
+# -- insert throughput ---------------------------------------------------------------------
+
+def bench_insert_many(
+    p: Params, data: bytes, results: dict[str, Any], step: Callable[[str], None]
+) -> None:
+    """Runs go round-robin over the configurations (run 1 of each, then run 2, ...), so a
+    slow phase of the machine does not land on one configuration only."""
+    n = p.leaves
+    step_bytes = p.batch * LEAF
+    buffers = [data[off : off + step_bytes] for off in range(0, len(data), step_bytes)]
+    lists = [[b[i : i + LEAF] for i in range(0, len(b), LEAF)] for b in buffers]
+    configs: list[tuple[str, int, str, Sequence[Any]]] = [
+        (f"insert_many a={a} buffer", a, "buffer", buffers) for a in ARITIES
+    ]
+    configs.insert(2, ("insert_many a=4 list", 4, "list", lists))
+    for _, arity, _, batches in configs:  # untimed: warm the code paths and the allocator
+        tree = LeanIMT(arity, max_depth_for(n, arity))
+        for b in batches[:WARMUP_BATCHES]:
+            tree.insert_many(b)
+        del tree
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key, *_ in configs}
+    roots: dict[str, set[bytes | None]] = {key: set() for key, *_ in configs}
+    clock = time.perf_counter_ns
+    for r in range(p.runs):
+        for key, arity, _, batches in configs:
+            step(f"{key} run {r + 1}/{p.runs}")
+            tree = LeanIMT(arity, max_depth_for(n, arity))
+            batch_ns = []
+            with common.frozen_heap():
+                start = clock()
+                for b in batches:
+                    t0 = clock()
+                    tree.insert_many(b)
+                    batch_ns.append(clock() - t0)
+                total = clock() - start
+            assert tree.size == n
+            roots[key].add(tree.root)
+            runs[key].append({
+                "seconds": total / 1e9,
+                "leaves_per_s": common.rate(n, total / 1e9),
+                "batch_ns": batch_ns,
+            })
+            del tree
+    for key, arity, form, _ in configs:
+        assert len(roots[key]) == 1, f"{key}: runs disagree on the root"
+        root = next(iter(roots[key]))
+        assert root is not None
+        results[key] = {
+            "kind": "throughput",
+            "unit": "leaves/s",
+            "arity": arity,
+            "leaf_form": form,
+            "leaves": n,
+            "batch": p.batch,
+            "root": root.hex(),
+            "summary": common.summarize([float(x["leaves_per_s"]) for x in runs[key]]),
+            "runs": runs[key],
+        }
+    a4 = {results[f"insert_many a=4 {f}"]["root"] for f in ("buffer", "list")}
+    assert len(a4) == 1, "buffer and list forms give different roots"
+
+
+def bench_insert(
+    p: Params, data: bytes, results: dict[str, Any], step: Callable[[str], None]
+) -> None:
+    rng = random.Random(p.seed + 1)
+    blob = rng.randbytes(p.inserts * LEAF)
+    leaves = [blob[i : i + LEAF] for i in range(0, len(blob), LEAF)]
+    clock = time.perf_counter_ns
+    runs = []
+    for r in range(p.runs):
+        step(f"insert run {r + 1}/{p.runs}")
+        tree = build_tree(data, 4, extra=p.inserts)
+        ins = tree.insert
+        with common.frozen_heap():
+            t0 = clock()
+            for leaf in leaves:
+                ins(leaf)
+            total = clock() - t0
+        runs.append({"seconds": total / 1e9, "inserts_per_s": common.rate(p.inserts, total / 1e9)})
+        del tree, ins
+    results["insert a=4"] = {
+        "kind": "throughput",
+        "unit": "inserts/s",
+        "arity": 4,
+        "prefill": p.leaves,
+        "inserts": p.inserts,
+        "summary": common.summarize([r["inserts_per_s"] for r in runs]),
+        "runs": runs,
+    }
+    step("insert per-call latency")
+    tree = build_tree(data, 4, extra=p.inserts)
+    entry = latency_entry(common.time_ns_each(tree.insert, leaves, warmup=0))
+    entry.update(kind="latency", arity=4, prefill=p.leaves)
+    results["insert (per call)"] = entry
+
+
+# -- latencies at N leaves -----------------------------------------------------------------
+
+def bench_latencies(
+    p: Params, data: bytes, results: dict[str, Any], step: Callable[[str], None]
+) -> None:
+    n, k, w = p.leaves, p.samples, p.warmup
+    step("build tree and inputs")
+    tree = build_tree(data, 4)
+    snap = tree.snapshot()
+    rng = random.Random(p.seed + 2)
+    indices = [rng.randrange(n) for _ in range(k)]
+    old_sizes = [rng.randint(1, n) for _ in range(k)]
+    pairs = []
+    for _ in range(k):
+        old = rng.randint(1, n)
+        pairs.append((old, rng.randrange(old)))
+
+    incl = [snap.generate_proof(i) for i in common.progress(indices, desc="inclusion proofs")]
+    cons = [snap.generate_consistency_proof(s)
+            for s in common.progress(old_sizes, desc="consistency proofs")]
+    upd = [(snap.generate_consistency_proof(old), snap.generate_proof(i, size=old))
+           for old, i in common.progress(pairs, desc="update inputs")]
+    assert all(x.verify() for x in incl[:1000]) and all(x.verify() for x in cons[:1000])
+    incl_bytes = [x.to_bytes() for x in incl]
+    cons_bytes = [x.to_bytes() for x in cons]
+    assert InclusionProof.from_bytes(incl_bytes[0]) == incl[0]
+    assert ConsistencyProof.from_bytes(cons_bytes[0]) == cons[0]
+    updated = upd[0][0].update_inclusion_proof(upd[0][1])
+    assert updated.root == snap.root and updated.verify()
+
+    def update(pair: tuple[ConsistencyProof, InclusionProof]) -> InclusionProof:
+        return pair[0].update_inclusion_proof(pair[1])
+
+    def inc_round_trip(x: InclusionProof) -> InclusionProof:
+        return InclusionProof.from_bytes(x.to_bytes())
+
+    def con_round_trip(x: ConsistencyProof) -> ConsistencyProof:
+        return ConsistencyProof.from_bytes(x.to_bytes())
+
+    C = common.Case
+    cases: list[tuple[common.Case, str]] = [
+        (C("timer overhead (empty call)", common.noop, k), "nothing: the floor of every row"),
+        (C("snapshot", tree.snapshot, k), "tree.snapshot()"),
+        (C("generate_proof", snap.generate_proof, indices), "snap.generate_proof(random index)"),
+        (C("InclusionProof.verify", InclusionProof.verify, incl),
+         "proof.verify() on proofs of random indices"),
+        (C("generate_consistency_proof", snap.generate_consistency_proof, old_sizes),
+         "snap.generate_consistency_proof(random old size in 1..N)"),
+        (C("ConsistencyProof.verify", ConsistencyProof.verify, cons),
+         "proof.verify() on proofs from random old sizes"),
+        (C("update_inclusion_proof", update, upd),
+         "cons(old->N).update_inclusion_proof(incl(random index < old, at old)); "
+         "includes its verification of both inputs and of the result"),
+        (C("inclusion to_bytes+from_bytes", inc_round_trip, incl),
+         "InclusionProof.from_bytes(p.to_bytes())"),
+        (C("consistency to_bytes+from_bytes", con_round_trip, cons),
+         "ConsistencyProof.from_bytes(p.to_bytes())"),
+    ]
+    sizes = {
+        "inclusion_proof_bytes": common.summarize([len(b) for b in incl_bytes]),
+        "consistency_proof_bytes": common.summarize([len(b) for b in cons_bytes]),
+    }
+    samples = common.time_interleaved(
+        [c for c, _ in cases], p.rounds, w,
+        on_round=lambda r: step(f"latencies round {r + 1}/{p.rounds}"),
+    )
+    for c, what in cases:
+        entry = latency_entry(samples[c.name])
+        entry.update(kind="latency", arity=4, tree_size=n, what=what)
+        results[c.name] = entry
+    results["proof sizes"] = {"kind": "info", "unit": "bytes", **sizes}
+    # the snapshot taken before the timed loops still answers for the same tree
+    check: Snapshot = tree.snapshot()
+    assert check.root == snap.root and check.size == n
+
+
+# -- report --------------------------------------------------------------------------------
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for t in TARGETS:
+        observed = float(results[t.key]["summary"][t.metric])
+        ok = observed >= t.value if t.op == ">=" else observed <= t.value
+        out.append({
+            "measurement": t.key,
+            "metric": t.metric,
+            "op": t.op,
+            "target": t.value,
+            "unit": t.unit,
+            "observed": observed,
+            "pass": ok,
+        })
+    return out
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _fmt_pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def _fmt_us(ns: float) -> str:
+    return f"{ns / 1000:,.2f}"
+
+
+def table_rows(results: dict[str, Any], verdicts: list[dict[str, Any]]) -> list[dict[str, object]]:
+    by_key = {v["measurement"]: v for v in verdicts}
+    rows: list[dict[str, object]] = []
+    for key, entry in results.items():
+        if entry["kind"] == "info":
+            continue
+        s = entry["summary"]
+        row: dict[str, object] = {"measurement": key, "n": int(s["n"])}
+        if entry["kind"] == "throughput":
+            row.update(unit=entry["unit"], median=_fmt_rate(s["median"]), p99="-",
+                       min=_fmt_rate(s["min"]))
+        else:
+            row.update(unit="us", median=_fmt_us(s["median"]), p99=_fmt_us(s["p99"]),
+                       min=_fmt_us(s["min"]))
+        v = by_key.get(key)
+        if v is None:
+            row.update(target="", result="")
+        else:
+            shown = _fmt_rate(v["target"]) if v["unit"] != "ns" else _fmt_us(v["target"])
+            row.update(target=f"{v['op']} {shown}", result="pass" if v["pass"] else "MISS")
+        rows.append(row)
+    return rows
+
+
+COLUMNS = ("measurement", "unit", "median", "p99", "min", "n", "target", "result")
+ALIGN = {"measurement": "<", "unit": "<", "median": ">", "p99": ">", "min": ">", "n": ">",
+         "target": "<", "result": "<"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, p = parse_args(argv)
+    common.set_quiet(args.quiet)
+    cpu = common.pin_to_cpu(args.cpu)
+    started = time.perf_counter()
+    machine = common.machine_info()
+    load_before = list(os.getloadavg())
+
+    data = random.Random(p.seed).randbytes(p.leaves * LEAF)
+    results: dict[str, Any] = {}
+    steps = p.runs * (len(ARITIES) + 1) + p.runs + 1 + 1 + p.rounds
+    preempted: dict[str, int] = {}
+    others: dict[str, float | None] = {}
+    with common.Steps(steps, desc="bench.tree") as bar:
+        for phase, fn in (("insert_many", bench_insert_many), ("insert", bench_insert),
+                          ("latencies", bench_latencies)):
+            before, cpus_before = common.preemptions(), common.cpu_times()
+            fn(p, data, results, bar.advance)
+            preempted[phase] = common.preemptions() - before
+            others[phase] = common.others_busy(cpus_before, common.cpu_times(), cpu)
+    load_after = list(os.getloadavg())
+
+    verdicts = evaluate_targets(results)
+    rows = table_rows(results, verdicts)
+    elapsed = time.perf_counter() - started
+    title = (f"rotorshm tree benchmark: N={p.leaves:,} leaves, batches of {p.batch:,}, "
+             f"1 core (cpu {cpu}), {'quick' if p.quick else 'full'} run")
+    common.print_table(title, rows, COLUMNS, ALIGN)
+    sizes = results["proof sizes"]
+    print(f"proof sizes (bytes, median): inclusion {sizes['inclusion_proof_bytes']['median']:.0f}, "
+          f"consistency {sizes['consistency_proof_bytes']['median']:.0f}")
+    print("latencies are per call, timer included, nothing subtracted; targets are informational")
+    print("contention per phase (preemptions of this process / other CPUs busy): "
+          + ", ".join(f"{k} {v:,} / {_fmt_pct(others[k])}" for k, v in preempted.items())
+          + f"; 1-min load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    print(f"runtime {elapsed:.1f} s")
+
+    payload = {
+        "benchmark": "tree",
+        "schema": 1,
+        "machine": machine,
+        "parameters": {
+            "leaves": p.leaves,
+            "batch": p.batch,
+            "arities": list(ARITIES),
+            "runs": p.runs,
+            "inserts": p.inserts,
+            "latency_samples": p.samples,
+            "warmup": p.warmup,
+            "latency_rounds": p.rounds,
+            "seed": p.seed,
+            "quick": p.quick,
+            "pinned_cpu": cpu,
+            "sample_cap": SAMPLE_CAP,
+            "timing": "perf_counter_ns around each call, nothing subtracted; gc enabled, "
+                      "heap frozen before each timed loop; latencies measured in "
+                      "interleaved rounds (samples in round order); p99 by linear "
+                      "interpolation",
+        },
+        "contention": {
+            "preemptions_per_phase": preempted,
+            "other_cpus_busy_per_phase": others,
+            "loadavg_1_5_15_before": load_before,
+            "loadavg_1_5_15_after": load_after,
+        },
+        "targets": verdicts,
+        "results": results,
+        "runtime_s": elapsed,
+    }
+    path = common.write_json(args.out / "tree.json", payload)
+    common.log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
