@@ -1,6 +1,6 @@
 """In-memory tree benchmark: insert throughput and snapshot / proof latencies on one core.
 
-    python -m bench.tree [--quick] [--out DIR] [--leaves N]
+    python -m bench.tree [--quick] [--out DIR] [--quiet] [--cpu N] [--leaves N] [--samples K]
 
 Measures LeanIMT (no disk, no shared memory):
 
@@ -11,16 +11,17 @@ Measures LeanIMT (no disk, no shared memory):
   generate_consistency_proof, ConsistencyProof.verify, update_inclusion_proof and the
   to_bytes/from_bytes round trip of both proof kinds (per-call median and p99).
 
-Prints one table and writes ``tree.json`` to the out dir. Targets are informational:
-a miss is reported, never an error.
+Prints one table, writes ``tree.json`` and four plots (``tree_*.png``, see
+bench/README.md) to the out dir. Targets are informational: a miss is reported, never
+an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Any
 
 from rotorshm import ConsistencyProof, InclusionProof, LeanIMT, Snapshot, depth_for
 
-from . import common
+from . import common, report
 
 BATCH = 10_000
 ARITIES = (2, 4, 8, 16)
@@ -115,9 +116,21 @@ def build_tree(data: bytes, arity: int, extra: int = 0) -> LeanIMT:
 def latency_entry(samples: list[int]) -> dict[str, Any]:
     stored, stride = common.cap_samples(samples, SAMPLE_CAP)
     return {
+        "kind": "latency",
         "unit": "ns",
         "summary": common.summarize(samples),
-        "samples_ns": stored,
+        "samples": stored,
+        "samples_stride": stride,
+    }
+
+
+def value_entry(values: list[int], unit: str) -> dict[str, Any]:
+    stored, stride = common.cap_samples(values, SAMPLE_CAP)
+    return {
+        "kind": "value",
+        "unit": unit,
+        "summary": common.summarize(values),
+        "samples": stored,
         "samples_stride": stride,
     }
 
@@ -178,7 +191,9 @@ def bench_insert_many(
             "batch": p.batch,
             "root": root.hex(),
             "summary": common.summarize([float(x["leaves_per_s"]) for x in runs[key]]),
-            "runs": runs[key],
+            "samples": [x["leaves_per_s"] for x in runs[key]],
+            "run_seconds": [x["seconds"] for x in runs[key]],
+            "batch_ns": [x["batch_ns"] for x in runs[key]],
         }
     a4 = {results[f"insert_many a=4 {f}"]["root"] for f in ("buffer", "list")}
     assert len(a4) == 1, "buffer and list forms give different roots"
@@ -210,12 +225,13 @@ def bench_insert(
         "prefill": p.leaves,
         "inserts": p.inserts,
         "summary": common.summarize([r["inserts_per_s"] for r in runs]),
-        "runs": runs,
+        "samples": [r["inserts_per_s"] for r in runs],
+        "run_seconds": [r["seconds"] for r in runs],
     }
     step("insert per-call latency")
     tree = build_tree(data, 4, extra=p.inserts)
     entry = latency_entry(common.time_ns_each(tree.insert, leaves, warmup=0))
-    entry.update(kind="latency", arity=4, prefill=p.leaves)
+    entry.update(arity=4, prefill=p.leaves, what="tree.insert(leaf), one call at a time")
     results["insert (per call)"] = entry
 
 
@@ -277,19 +293,19 @@ def bench_latencies(
         (C("consistency to_bytes+from_bytes", con_round_trip, cons),
          "ConsistencyProof.from_bytes(p.to_bytes())"),
     ]
-    sizes = {
-        "inclusion_proof_bytes": common.summarize([len(b) for b in incl_bytes]),
-        "consistency_proof_bytes": common.summarize([len(b) for b in cons_bytes]),
-    }
     samples = common.time_interleaved(
         [c for c, _ in cases], p.rounds, w,
         on_round=lambda r: step(f"latencies round {r + 1}/{p.rounds}"),
     )
     for c, what in cases:
         entry = latency_entry(samples[c.name])
-        entry.update(kind="latency", arity=4, tree_size=n, what=what)
+        entry.update(arity=4, tree_size=n, what=what)
         results[c.name] = entry
-    results["proof sizes"] = {"kind": "info", "unit": "bytes", **sizes}
+    for name, blobs in (("inclusion proof size", incl_bytes),
+                        ("consistency proof size", cons_bytes)):
+        entry = value_entry([len(b) for b in blobs], "bytes")
+        entry.update(arity=4, tree_size=n, what="len(proof.to_bytes()) of the proofs verified")
+        results[name] = entry
     # the snapshot taken before the timed loops still answers for the same tree
     check: Snapshot = tree.snapshot()
     assert check.root == snap.root and check.size == n
@@ -314,48 +330,112 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _fmt_rate(x: float) -> str:
-    return f"{x:,.0f}"
-
-
 def _fmt_pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
-def _fmt_us(ns: float) -> str:
-    return f"{ns / 1000:,.2f}"
+def ccdf(samples_ns: Sequence[float], points: int = 120) -> tuple[list[float], list[float]]:
+    """(latency in µs, fraction of calls slower) at `points` tail levels from 1 to 1/n."""
+    s = sorted(samples_ns)
+    n = len(s)
+    if n == 1:
+        return [max(s[0] / 1000, 1e-3)], [1.0]
+    span = math.log10(n)
+    xs: list[float] = []
+    ys: list[float] = []
+    for k in range(points):
+        exceed = 10 ** (-span * k / (points - 1))
+        xs.append(max(common.percentile(s, 1 - exceed) / 1000, 1e-3))
+        ys.append(exceed)
+    return xs, ys
 
 
-def table_rows(results: dict[str, Any], verdicts: list[dict[str, Any]]) -> list[dict[str, object]]:
-    by_key = {v["measurement"]: v for v in verdicts}
-    rows: list[dict[str, object]] = []
-    for key, entry in results.items():
-        if entry["kind"] == "info":
-            continue
-        s = entry["summary"]
-        row: dict[str, object] = {"measurement": key, "n": int(s["n"])}
-        if entry["kind"] == "throughput":
-            row.update(unit=entry["unit"], median=_fmt_rate(s["median"]), p99="-",
-                       min=_fmt_rate(s["min"]))
-        else:
-            row.update(unit="us", median=_fmt_us(s["median"]), p99=_fmt_us(s["p99"]),
-                       min=_fmt_us(s["min"]))
-        v = by_key.get(key)
-        if v is None:
-            row.update(target="", result="")
-        else:
-            shown = _fmt_rate(v["target"]) if v["unit"] != "ns" else _fmt_us(v["target"])
-            row.update(target=f"{v['op']} {shown}", result="pass" if v["pass"] else "MISS")
-        rows.append(row)
-    return rows
+def build_plots(p: Params, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plot specs of the tree scenario, computed from `results` alone."""
+    a4 = "arity 4, " if len(ARITIES) > 1 else ""
+    many = [(f"insert_many a={a} buffer", str(a)) for a in ARITIES]
+    throughput = {
+        "file": "tree_insert_throughput.png",
+        "title": f"In-memory insert throughput by arity (N={p.leaves:,} leaves, median of "
+                 f"{p.runs} runs)",
+        "xlabel": "arity (children per node)",
+        "ylabel": "throughput (leaves/s)",
+        "xscale": "linear",
+        "yscale": "log",
+        "kind": "bar",
+        "series": [
+            {"label": f"insert_many, one bytes buffer per {p.batch:,}-leaf batch",
+             "x": [a for _, a in many],
+             "y": [results[k]["summary"]["median"] for k, _ in many]},
+            {"label": "insert_many, list of 32-byte bytes per batch",
+             "x": ["4"], "y": [results["insert_many a=4 list"]["summary"]["median"]]},
+            {"label": "insert, one leaf per call",
+             "x": ["4"], "y": [results["insert a=4"]["summary"]["median"]]},
+        ],
+    }
+
+    batch_series = []
+    for key in [k for k, _ in many] + ["insert_many a=4 list"]:
+        per_run: list[list[int]] = results[key]["batch_ns"]
+        sizes: list[int] = []
+        rates: list[float] = []
+        done = 0
+        for i in range(len(per_run[0])):
+            count = min(p.batch, p.leaves - done)
+            done += count
+            ns = common.summarize([run[i] for run in per_run])["median"]
+            sizes.append(done)
+            rates.append(common.rate(count, ns / 1e9))
+        label = key.removeprefix("insert_many ").replace("buffer", "bytes buffer")
+        batch_series.append({"label": label.replace("list", "list of bytes"),
+                             "x": sizes, "y": rates})
+    batches = {
+        "file": "tree_insert_batches.png",
+        "title": f"insert_many throughput of each {p.batch:,}-leaf batch as the tree grows "
+                 f"(median of {p.runs} runs)",
+        "xlabel": "tree size after the batch (leaves)",
+        "ylabel": "batch throughput (leaves/s)",
+        "xscale": "linear",
+        "yscale": "log",
+        "kind": "line",
+        "series": batch_series,
+    }
+
+    lat = [k for k, r in results.items() if r["kind"] == "latency"]
+    latency = {
+        "file": "tree_latency.png",
+        "title": f"Per-call latency, {a4}N={p.leaves:,} leaves (timer included)",
+        "xlabel": "operation",
+        "ylabel": "latency per call (µs)",
+        "xscale": "linear",
+        "yscale": "log",
+        "kind": "bar",
+        "series": [
+            {"label": m, "x": lat, "y": [results[k]["summary"][m] / 1000 for k in lat]}
+            for m in ("median", "p99")
+        ],
+    }
+
+    tails = []
+    for k in lat:
+        xs, ys = ccdf(results[k]["samples"])
+        tails.append({"label": k, "x": xs, "y": ys})
+    tail = {
+        "file": "tree_latency_tail.png",
+        "title": f"Latency distribution: fraction of calls slower than x ({a4}"
+                 f"N={p.leaves:,} leaves)",
+        "xlabel": "latency per call (µs)",
+        "ylabel": "fraction of calls slower",
+        "xscale": "log",
+        "yscale": "log",
+        "kind": "line",
+        "series": tails,
+    }
+    return [throughput, batches, latency, tail]
 
 
-COLUMNS = ("measurement", "unit", "median", "p99", "min", "n", "target", "result")
-ALIGN = {"measurement": "<", "unit": "<", "median": ">", "p99": ">", "min": ">", "n": ">",
-         "target": "<", "result": "<"}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the tree scenario: print its table, write tree.json and its plots; return the payload."""
     args, p = parse_args(argv)
     common.set_quiet(args.quiet)
     cpu = common.pin_to_cpu(args.cpu)
@@ -376,23 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             preempted[phase] = common.preemptions() - before
             others[phase] = common.others_busy(cpus_before, common.cpu_times(), cpu)
     load_after = list(os.getloadavg())
+    del data
 
-    verdicts = evaluate_targets(results)
-    rows = table_rows(results, verdicts)
-    elapsed = time.perf_counter() - started
-    title = (f"rotorshm tree benchmark: N={p.leaves:,} leaves, batches of {p.batch:,}, "
-             f"1 core (cpu {cpu}), {'quick' if p.quick else 'full'} run")
-    common.print_table(title, rows, COLUMNS, ALIGN)
-    sizes = results["proof sizes"]
-    print(f"proof sizes (bytes, median): inclusion {sizes['inclusion_proof_bytes']['median']:.0f}, "
-          f"consistency {sizes['consistency_proof_bytes']['median']:.0f}")
-    print("latencies are per call, timer included, nothing subtracted; targets are informational")
-    print("contention per phase (preemptions of this process / other CPUs busy): "
-          + ", ".join(f"{k} {v:,} / {_fmt_pct(others[k])}" for k, v in preempted.items())
-          + f"; 1-min load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
-    print(f"runtime {elapsed:.1f} s")
-
-    payload = {
+    machine["contention"] = {
+        "preemptions_per_phase": preempted,
+        "other_cpus_busy_per_phase": others,
+        "loadavg_1_5_15_before": load_before,
+        "loadavg_1_5_15_after": load_after,
+    }
+    payload: dict[str, Any] = {
         "benchmark": "tree",
         "schema": 1,
         "machine": machine,
@@ -414,20 +486,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "interleaved rounds (samples in round order); p99 by linear "
                       "interpolation",
         },
-        "contention": {
-            "preemptions_per_phase": preempted,
-            "other_cpus_busy_per_phase": others,
-            "loadavg_1_5_15_before": load_before,
-            "loadavg_1_5_15_after": load_after,
-        },
-        "targets": verdicts,
         "results": results,
-        "runtime_s": elapsed,
+        "targets": evaluate_targets(results),
+        "plots": build_plots(p, results),
+        "runtime_s": time.perf_counter() - started,
     }
+    print(report.format_tables(payload))
+    print(f"N={p.leaves:,} leaves, batches of {p.batch:,}, 1 core (cpu {cpu}); latencies are "
+          "per call, timer included, nothing subtracted; targets are informational")
+    print("contention per phase (preemptions of this process / other CPUs busy): "
+          + ", ".join(f"{k} {v:,} / {_fmt_pct(others[k])}" for k, v in preempted.items())
+          + f"; 1-min load average before {load_before[0]:.2f}, after {load_after[0]:.2f}",
+          flush=True)
     path = common.write_json(args.out / "tree.json", payload)
     common.log(f"wrote {path}")
+    for png in report.render_plots(payload, args.out):
+        common.log(f"wrote {png}")
+    return payload
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    run(argv)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -83,27 +83,32 @@ class InclusionProof:
         n = self.arity
         size = self.tree_size
         idx = self.leaf_index
-        if not (_is_int(n) and _is_int(size) and _is_int(idx)):
+        # Exact type checks (bool is not an int here); this loop is the verify hot path.
+        if not (type(n) is int and type(size) is int and type(idx) is int):
             return None
         if not (MIN_ARITY <= n <= MAX_ARITY and 0 <= idx < size <= MAX_SIZE):
             return None
         node = self.leaf
-        if not _is_hash(node) or not isinstance(self.levels, tuple):
+        if not _is_hash(node) or type(self.levels) is not tuple:
             return None
         length = size  # length of the current level, derived from the size alone
         try:
             for pos, sibs in self.levels:
-                if length <= 1 or pos != idx % n or not _is_int(pos):
+                if type(pos) is not int or pos != idx % n or length <= 1 or type(sibs) is not tuple:
                     return None
                 g = idx - pos
+                end = g + n
+                if end > length:
+                    end = length
                 k = len(sibs)
-                if k != min(g + n, length) - g - 1:
+                if k != end - g - 1:
                     return None
                 if k:
                     if set(map(len, sibs)) != _ONLY_HASH_LEN:
                         return None
-                    node = blake3(_PREFIX[k + 1] + b"".join(sibs[:pos] + (node,) + sibs[pos:]))\
-                        .digest()
+                    node = blake3(
+                        b"".join((_PREFIX[k + 1], *sibs[:pos], node, *sibs[pos:]))
+                    ).digest()
                 idx //= n
                 length = (length + n - 1) // n
         except (TypeError, ValueError):  # wrong shapes or types inside a hand-built proof
