@@ -396,7 +396,7 @@ def build_plots(p: Params, results: dict[str, Any]) -> list[dict[str, Any]]:
         "xlabel": "tree size after the batch (leaves)",
         "ylabel": "batch throughput (leaves/s)",
         "xscale": "linear",
-        "yscale": "log",
+        "yscale": "linear",
         "kind": "line",
         "series": batch_series,
     }

@@ -25,6 +25,15 @@ def _sibling_slices(count: int, pos: int) -> tuple[slice, ...]:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _full_group_slices(arity: int) -> list[tuple[slice, ...]]:
+    """Per position, the slices of the other members of a full group of `arity` nodes."""
+    return [_sibling_slices(arity, pos) for pos in range(arity)]
+
+
+_tuple_new = tuple.__new__
+
+
 class Snapshot:
     """Consistent read-only view of a tree of `size` leaves; valid however far the tree grows."""
 
@@ -112,18 +121,21 @@ class Snapshot:
         lengths = self._lengths
         frontier = self._frontier
         levels = self._levels
+        full = _full_group_slices(n)
         idx = index
         out = []
         for lvl in range(len(lengths) - 1):
             pos = idx % n
             g = idx - pos
             last = lengths[lvl] - 1
-            if g + n <= last:
+            if g + n <= last:  # a complete group of immutable nodes
                 buf = levels[lvl].read(g, n)
-            else:
+                cuts = full[pos]
+            else:  # the right edge: its last member comes from the frontier copy
                 buf = levels[lvl].read(g, last - g) + frontier[lvl]
-            cuts = _sibling_slices(len(buf) // NODE_SIZE, pos)
-            out.append(ProofLevel(pos, tuple(map(buf.__getitem__, cuts))))
+                cuts = _sibling_slices(len(buf) // NODE_SIZE, pos)
+            # tuple.__new__ skips ProofLevel's Python-level __new__ on this hot path.
+            out.append(_tuple_new(ProofLevel, (pos, tuple(map(buf.__getitem__, cuts)))))
             idx //= n
         leaf = frontier[0] if index == self.size - 1 else levels[0].node(index)
         return InclusionProof(frontier[-1], leaf, index, self.size, n, tuple(out))
