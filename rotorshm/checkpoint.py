@@ -67,28 +67,61 @@ def write_header(data_dir: str, arity: int, max_depth: int) -> None:
     atomic_write(os.path.join(data_dir, HEADER_FILE), body + struct.pack("<I", crc32c.crc32c(body)))
 
 
-def check_header(data_dir: str, arity: int, max_depth: int) -> bool:
-    """Validate header.bin against the config; False if it does not exist yet."""
-    path = os.path.join(data_dir, HEADER_FILE)
+def _read_framed(path: str, min_body: int, what: str) -> bytes | None:
+    """Body of a file that ends with a CRC32C of its body; None if the file is absent."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        return False
-    if len(raw) != _HEADER.size + 4 or struct.unpack_from("<I", raw, _HEADER.size)[0] != (
-        crc32c.crc32c(raw[: _HEADER.size])
-    ):
-        raise CorruptionError(f"{path}: header is damaged (length or CRC)")
-    magic, version, h_arity, h_depth, chunk_nodes, shard_chunks = _HEADER.unpack_from(raw)
+        return None
+    if len(raw) < min_body + 4:
+        raise CorruptionError(f"{path}: truncated {what} ({len(raw)} bytes)")
+    body, (crc,) = raw[:-4], struct.unpack("<I", raw[-4:])
+    if crc32c.crc32c(body) != crc:
+        raise CorruptionError(f"{path}: {what} CRC mismatch")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHeader:
+    """The fixed parameters of a tree directory, from header.bin."""
+
+    version: int
+    arity: int
+    max_depth: int
+    chunk_nodes: int
+    shard_chunks: int
+
+
+def read_header(data_dir: str) -> TreeHeader | None:
+    """Load and validate header.bin (CRC, magic, version, geometry); None if absent."""
+    path = os.path.join(data_dir, HEADER_FILE)
+    body = _read_framed(path, _HEADER.size, "header")
+    if body is None:
+        return None
+    if len(body) != _HEADER.size:
+        raise CorruptionError(f"{path}: header is damaged (length {len(body) + 4})")
+    magic, version, arity, max_depth, chunk_nodes, shard_chunks = _HEADER.unpack(body)
     if magic != _HEADER_MAGIC or version != FORMAT_VERSION:
         raise CorruptionError(f"{path}: not a rotorshm header (or unsupported version {version})")
     if (chunk_nodes, shard_chunks) != (CHUNK_NODES, SHARD_CHUNKS):
         raise ConfigMismatch(f"{path}: chunk geometry {chunk_nodes}x{shard_chunks} unsupported")
-    if h_arity != arity:
-        raise ConfigMismatch(f"{path}: directory has arity {h_arity}, config asks for {arity}")
-    if h_depth != max_depth:
+    return TreeHeader(version, arity, max_depth, chunk_nodes, shard_chunks)
+
+
+def check_header(data_dir: str, arity: int, max_depth: int) -> bool:
+    """Validate header.bin against the config; False if it does not exist yet."""
+    header = read_header(data_dir)
+    if header is None:
+        return False
+    path = os.path.join(data_dir, HEADER_FILE)
+    if header.arity != arity:
         raise ConfigMismatch(
-            f"{path}: directory has max_depth {h_depth}, config asks for {max_depth}"
+            f"{path}: directory has arity {header.arity}, config asks for {arity}"
+        )
+    if header.max_depth != max_depth:
+        raise ConfigMismatch(
+            f"{path}: directory has max_depth {header.max_depth}, config asks for {max_depth}"
         )
     return True
 
@@ -124,16 +157,9 @@ def write_meta(data_dir: str, meta: CheckpointMeta, arity: int, max_depth: int) 
 def read_meta(data_dir: str, arity: int) -> CheckpointMeta | None:
     """Load and validate checkpoint.meta; None if no checkpoint was ever taken."""
     path = os.path.join(data_dir, META_FILE)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    body = _read_framed(path, _META_HEAD.size, "checkpoint")
+    if body is None:
         return None
-    if len(raw) < _META_HEAD.size + 4:
-        raise CorruptionError(f"{path}: truncated checkpoint ({len(raw)} bytes)")
-    body, (crc,) = raw[:-4], struct.unpack("<I", raw[-4:])
-    if crc32c.crc32c(body) != crc:
-        raise CorruptionError(f"{path}: checkpoint CRC mismatch")
     magic, version, m_arity, _depth, seq, size, root, nlev = _META_HEAD.unpack_from(body)
     if magic != _META_MAGIC or version != FORMAT_VERSION or m_arity != arity:
         raise CorruptionError(f"{path}: bad magic, version or arity in checkpoint")

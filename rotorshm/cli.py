@@ -137,26 +137,23 @@ def _hex32(text: str) -> bytes:
     return raw
 
 
-def _count(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """argparse type: an integer >= `low`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
 
 
-def _index(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+_count = _int_at_least(1)
+_index = _int_at_least(0)
 
 
 def _print_json(obj: object) -> None:
@@ -757,16 +754,13 @@ def _inspect_once(path: str, report: dict[str, Any], progress: ProgressCallback 
     header_path = os.path.join(data_dir, ckpt.HEADER_FILE)
     if not os.path.isdir(path):
         raise RotorError(f"{path}: not a directory")
-    raw = _read_or_none(header_path)
-    if raw is None:
+    header = ckpt.read_header(data_dir)  # CRC, magic, version and geometry
+    if header is None:
         raise RotorError(f"{path}: not a rotorshm tree directory ({header_path} is missing)")
-    head = ckpt._HEADER
-    if len(raw) != head.size + 4:
-        raise CorruptionError(f"{header_path}: header is damaged (length {len(raw)})")
-    _magic, version, arity, max_depth, chunk_nodes, shard_chunks = head.unpack_from(raw)
-    ckpt.check_header(data_dir, arity, max_depth)  # CRC, magic, version and geometry
-    report["header"] = {"arity": arity, "max_depth": max_depth, "version": version,
-                        "chunk_nodes": chunk_nodes, "shard_chunks": shard_chunks}
+    arity = header.arity
+    report["header"] = {"arity": arity, "max_depth": header.max_depth,
+                        "version": header.version, "chunk_nodes": header.chunk_nodes,
+                        "shard_chunks": header.shard_chunks}
 
     meta = ckpt.read_meta(data_dir, arity)
     after = meta.seq if meta is not None else 0
@@ -802,7 +796,7 @@ def _inspect_once(path: str, report: dict[str, Any], progress: ProgressCallback 
                                 lengths[lvl], frontier[lvl])
         return OverlayLevel(lvl, None, 0, b"")
 
-    core = TreeCore(arity, max_depth, new_level)
+    core = TreeCore(arity, header.max_depth, new_level)
     try:
         if meta is not None and meta.size:
             core.restore(meta.size, meta.frontier)
