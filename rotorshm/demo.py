@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
-from .cli import inspect_tree, progress_bar
+from .cli import progress_bar
 from .hashing import NODE_SIZE, depth_for, hash_leaf
+from .offline import inspect_tree
 
 SERVE_TIMEOUT = 30.0
 STOP_TIMEOUT = 300.0
