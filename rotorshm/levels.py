@@ -62,6 +62,11 @@ class Level(ABC):
     def _allocate(self, nbytes: int) -> None:  # noqa: B027 - optional hook
         """Really reserve the first `nbytes` bytes of the level (no-op for process memory)."""
 
+    def map_through(self, nodes: int) -> None:
+        """Map (without creating) every region holding nodes 0..nodes-1, for readers."""
+        if nodes > self.capacity:
+            self._region((nodes - 1) * NODE_SIZE // self._region_bytes)
+
     def _region(self, index: int) -> memoryview:
         regions = self._regions
         while len(regions) <= index:

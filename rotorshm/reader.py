@@ -7,7 +7,6 @@ from types import TracebackType
 
 from .checkpoint import level_dir
 from .errors import IndexOutOfRange, TreeClosed, WriterGone
-from .hashing import NODE_SIZE
 from .levels import FileLevel, Level
 from .segments import ShmLevel
 from .shm import ControlBlock, Published, check_name
@@ -89,7 +88,7 @@ class Reader:
             level = levels[lvl]
             if level.capacity < lengths[lvl]:
                 try:
-                    level._region((lengths[lvl] - 1) * NODE_SIZE // level._region_bytes)
+                    level.map_through(lengths[lvl])
                 except IndexOutOfRange:  # already unlinked: its writer has stopped
                     if self._last is not None:
                         return self._last
