@@ -18,6 +18,7 @@ from .protocol import (
     OP_SYNC,
     SEQ_BODY,
     error_from,
+    reachable_path,
     recv_frame,
     send_frame,
 )
@@ -126,7 +127,8 @@ def connect(target: str | os.PathLike[str], timeout: float | None = 10.0) -> Cli
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(path)
+        with reachable_path(path) as address:
+            sock.connect(address)
     except PermissionError as exc:
         sock.close()
         raise AccessDenied(f"{path}: permission denied: {exc}") from None

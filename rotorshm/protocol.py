@@ -8,8 +8,11 @@ daemon sends HELLO (JSON: tree name, epoch, arity, max_depth, pid).
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .errors import (
     CapacityExceeded,
@@ -51,6 +54,27 @@ def error_from(code: int, message: str) -> RotorError:
     if cls is StorageFull:
         return StorageFull(28, message)
     return cls(message)
+
+
+SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; keep a margin
+
+
+@contextmanager
+def reachable_path(path: str) -> Iterator[str]:
+    """`path`, or an equivalent short enough for a Unix socket address.
+
+    A deep directory can make DIR/writer.sock longer than sockaddr_un allows; on Linux
+    the directory is then reached through /proc/self/fd/<fd>, which the kernel resolves
+    while binding or connecting.
+    """
+    if len(os.fsencode(path)) <= SUN_PATH_MAX or not os.path.isdir("/proc/self/fd"):
+        yield path
+        return
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+    finally:
+        os.close(fd)
 
 
 def send_frame(sock: socket.socket, op: int, payload: bytes = b"") -> None:

@@ -35,6 +35,7 @@ from .protocol import (
     OP_OK,
     OP_SYNC,
     error_code,
+    reachable_path,
     recv_frame,
     send_frame,
 )
@@ -121,7 +122,8 @@ class WriterDaemon:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o777 & ~self.socket_mode)  # never visible with wider mode
         try:
-            sock.bind(self.socket_path)
+            with reachable_path(self.socket_path) as address:
+                sock.bind(address)
         finally:
             os.umask(old_umask)
         os.chmod(self.socket_path, self.socket_mode)

@@ -32,7 +32,7 @@ from typing import Any
 
 import rotorshm
 from rotorshm import LeanIMT
-from rotorshm.protocol import OP_HELLO, recv_frame
+from rotorshm.protocol import OP_HELLO, reachable_path, recv_frame
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHM_DIR = "/dev/shm"
@@ -187,7 +187,8 @@ class Daemon:
         """Connect to the socket (with a timeout), check who answers, return its epoch."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5.0)
-            sock.connect(str(self.socket))
+            with reachable_path(str(self.socket)) as address:
+                sock.connect(address)
             frame = recv_frame(sock)
         if frame is None or frame[0] != OP_HELLO:
             raise RuntimeError(f"no HELLO on the socket: {frame!r}")

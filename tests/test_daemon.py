@@ -989,3 +989,19 @@ def test_sigterm_clean_shutdown(daemons: Daemons, checkpoint: str, flush_ms: int
         assert (tree.size, tree.root) == (pos, root)
         assert tree.checkpoint_meta.size == (pos if checkpoint == "on_close" else 0)
     assert segments_of(d.name) == []
+
+
+def test_socket_in_a_directory_too_deep_for_sockaddr_un(daemons: Daemons) -> None:
+    # DIR/writer.sock longer than the 108 bytes of sockaddr_un: bind and connect must
+    # still work (through /proc/self/fd), and the socket lives where clients look for it.
+    deep = daemons.base / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    d = daemons.start(deep / "tree")
+    assert len(str(d.socket)) > 108
+    assert d.socket.exists()
+    with rotorshm.connect(d.directory) as client:
+        seq, size, root = client.insert(leaf(0))
+        assert (size, root) == (1, leaf(0))
+        assert client.wait_durable(seq, timeout=30)
+    d.stop()
+    assert not d.socket.exists()
