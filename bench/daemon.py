@@ -75,7 +75,6 @@ FLUSH_MS = 10.0
 CLIENT_COUNTS = (1, 2, 4)
 READER_COUNTS = (0, 1, 2)
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SOCKET_PATH_MAX = 100  # bytes; sockaddr_un.sun_path holds 108
 TIMEOUT = 60.0  # a guard against hangs, never a speed limit
 READER_MAX_SECONDS = 600.0
 CTX = mp.get_context("spawn")
@@ -277,11 +276,7 @@ class Daemon:
         self.directory = self.home / "tree"
         self.name = unique_name("dmn")
         self.log = self.home / "daemon.log"
-        # A Unix socket address holds ~108 bytes: under a deep --out/--tmpdir, put the
-        # socket in the system temporary directory instead of the tree directory.
-        self.socket = self.directory / "writer.sock"
-        if len(os.fsencode(self.socket)) > SOCKET_PATH_MAX:
-            self.socket = Path(tempfile.gettempdir()) / f"{self.name}.sock"
+        self.socket = self.directory / "writer.sock"  # long paths are handled by rotorshm
         self.args = [sys.executable, "-m", "rotorshm", "serve", str(self.directory),
                      "--name", self.name, "--socket", str(self.socket), "--arity", str(ARITY),
                      "--flush-interval-ms", f"{flush_ms:g}", "--checkpoint", "manual"]
