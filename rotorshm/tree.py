@@ -65,8 +65,7 @@ class TreeCore:
     level) so that a snapshot is a copy of two short tuples.
     """
 
-    __slots__ = ("arity", "max_depth", "capacity", "levels", "size", "lengths", "frontier",
-                 "_new_level")
+    __slots__ = ("arity", "max_depth", "capacity", "levels", "state", "_new_level")
 
     def __init__(self, arity: int, max_depth: int, new_level: Callable[[int], Level]) -> None:
         check_arity(arity)
@@ -77,14 +76,30 @@ class TreeCore:
         self.capacity = min(arity**max_depth, MAX_SIZE)
         self._new_level = new_level
         self.levels: list[Level] = []
-        self.size = 0
-        self.lengths: tuple[int, ...] = ()
-        self.frontier: tuple[bytes, ...] = ()
+        # (size, level lengths, frontier), replaced as one object so that a snapshot taken
+        # from another thread never mixes the size of one batch with the frontier of another.
+        self.state: tuple[int, tuple[int, ...], tuple[bytes, ...]] = (0, (), ())
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        return self.state[0]
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """Length of every level 0..depth."""
+        return self.state[1]
+
+    @property
+    def frontier(self) -> tuple[bytes, ...]:
+        """Last node of every level 0..depth."""
+        return self.state[2]
 
     @property
     def root(self) -> bytes | None:
         """Root of the current tree, None when empty."""
-        return self.frontier[-1] if self.frontier else None
+        frontier = self.state[2]
+        return frontier[-1] if frontier else None
 
     @property
     def depth(self) -> int:
@@ -139,19 +154,16 @@ class TreeCore:
             levels[lvl + 1].write(lo, parents)
             frontier.append(parents[-NODE_SIZE:])
             dirty = parents
-        self.size = old + len(data) // NODE_SIZE
-        self.lengths = lengths
-        self.frontier = tuple(frontier)
+        self.state = (old + len(data) // NODE_SIZE, lengths, tuple(frontier))
 
     def restore(self, size: int, frontier: tuple[bytes, ...]) -> None:
         """Adopt a state whose nodes are already in storage (after loading a checkpoint)."""
-        self.lengths = self.reserve(size) if size else ()
-        self.size = size
-        self.frontier = frontier
+        self.state = (size, self.reserve(size) if size else (), frontier)
 
     def snapshot(self) -> Snapshot:
         """A consistent view of the current tree: O(depth), never copies a level."""
-        return Snapshot(self.levels, self.arity, self.size, self.lengths, self.frontier)
+        size, lengths, frontier = self.state
+        return Snapshot(self.levels, self.arity, size, lengths, frontier)
 
     def close(self) -> None:
         """Release every level's storage views."""

@@ -133,8 +133,8 @@ class WriterDaemon:
 
     def _publish(self, tree: RotorTree) -> None:
         assert self.control is not None
-        core = tree.core
-        self.control.publish(core.size, tree.written_seq, core.lengths, core.frontier)
+        size, lengths, frontier = tree.core.state
+        self.control.publish(size, tree.written_seq, lengths, frontier)
 
     def serve_forever(self, ready: Callable[[WriterDaemon], None] | None = None) -> None:
         """Accept clients until stop() (or SIGTERM/SIGINT when run in the main thread)."""

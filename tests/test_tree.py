@@ -641,3 +641,36 @@ def test_repr_and_len() -> None:
     assert t.root is not None and t.root.hex() in repr(t)
     assert "size=3" in repr(t.snapshot())
     assert "root=None" in repr(LeanIMT(arity=2, max_depth=2))
+
+
+def test_snapshots_from_another_thread_are_consistent() -> None:
+    # The tree's (size, lengths, frontier) is replaced as one object: a snapshot taken
+    # while another thread inserts must never mix two batches' state.
+    import threading
+
+    batches = [[leaf(i) for i in range(start, start + 1 + start % 7)]
+               for start in range(0, 3000, 8)]
+    expected: dict[int, bytes] = {}
+    ref = rotorshm.LeanIMT(3, 20)
+    for batch in batches:
+        root = ref.insert_many(batch)
+        assert root is not None
+        expected[ref.size] = root
+    tree = rotorshm.LeanIMT(3, 20)
+    done = threading.Event()
+
+    def writer() -> None:
+        for batch in batches:
+            tree.insert_many(batch)
+        done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    seen = 0
+    while not done.is_set() or seen < 10:
+        snap = tree.snapshot()
+        seen += 1
+        if snap.size:
+            assert snap.root == expected[snap.size]
+            assert snap.generate_proof(snap.size // 2).verify()
+    t.join()
