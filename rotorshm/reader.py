@@ -40,6 +40,7 @@ class Reader:
         self._data_dir = f"{ctl.directory}/{DATA_DIR}"
         self._prefix = ctl.segment_prefix
         self._levels = []
+        self._mapped_size = 0  # pinned regions are mapped for every size up to this
 
     def _control(self) -> ControlBlock:
         if self._ctl is None:
@@ -84,18 +85,27 @@ class Reader:
         # Pinned levels live in segments that the writer unlinks when it stops (and a new
         # writer unlinks after a crash): map what this snapshot covers now, so that it stays
         # readable for as long as it is held. Shard files are never removed: no-op for them.
+        if state.size > self._mapped_size:
+            if not self._map_pinned(lengths):
+                if self._last is not None:
+                    return self._last
+                raise WriterGone(f"the writer of {self.name!r} has stopped")
+            self._mapped_size = state.size
+        snap = Snapshot(levels, self._arity, state.size, lengths, state.frontier)
+        self._last = snap
+        return snap
+
+    def _map_pinned(self, lengths: tuple[int, ...]) -> bool:
+        """Map the pinned levels' regions through `lengths`; False if a segment is gone."""
+        levels = self._levels
         for lvl in range(self._pin, len(lengths)):
             level = levels[lvl]
             if level.capacity < lengths[lvl]:
                 try:
                     level.map_through(lengths[lvl])
                 except IndexOutOfRange:  # already unlinked: its writer has stopped
-                    if self._last is not None:
-                        return self._last
-                    raise WriterGone(f"the writer of {self.name!r} has stopped") from None
-        snap = Snapshot(levels, self._arity, state.size, lengths, state.frontier)
-        self._last = snap
-        return snap
+                    return False
+        return True
 
     @property
     def root(self) -> bytes | None:
