@@ -12,8 +12,9 @@ Layout (little-endian, every word naturally aligned; DESIGN.md §4):
     72    directory path: length u32 + 1020 bytes utf-8
     1096  segment prefix: length u32 + 124 bytes
     1224  seqlock counter u64
-    1232  published state, STATE_BYTES: size u64, WAL seq u64, level count u64,
-          level lengths u64[MAX_LEVELS], frontier hashes [MAX_LEVELS][32]
+    1232  published state, STATE_BYTES: size u64, WAL seq u64, level count u64, then
+          per level (MAX_LEVELS slots): length u64, frontier hash [32]. Levels are
+          interleaved so that a reader copies only the prefix a tree of its depth uses.
 
 Only the C helper touches the seqlock counter and the words under it, with the orderings
 DESIGN.md §4 prescribes; Python only packs and parses private copies.
@@ -36,7 +37,7 @@ from .errors import AccessDenied, InvalidConfig, TreeLocked, WriterGone
 from .segments import SEGMENT_PREFIX, unlink_segment
 
 MAGIC = b"RSHMCTL1"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 MAX_LEVELS = 65
 CTL_BYTES = 8192
 
@@ -56,9 +57,8 @@ PREFIX_MAX = 124
 OFF_SEQLOCK = 1224
 OFF_STATE_DATA = 1232
 _STATE_HEAD = struct.Struct("<QQQ")
-_LENGTHS_OFF = _STATE_HEAD.size
-_FRONTIER_OFF = _LENGTHS_OFF + 8 * MAX_LEVELS
-STATE_BYTES = _FRONTIER_OFF + 32 * MAX_LEVELS
+_LEVEL_BYTES = 8 + 32
+STATE_BYTES = _STATE_HEAD.size + _LEVEL_BYTES * MAX_LEVELS
 
 STATE_STARTING = 0
 STATE_LIVE = 1
@@ -108,11 +108,19 @@ class Published(NamedTuple):
     frontier: tuple[bytes, ...]
 
 
-_LENGTHS = [struct.Struct(f"<{n}Q") for n in range(MAX_LEVELS + 1)]
+def _state_bytes(levels: int) -> int:
+    """Bytes of published state covering `levels` levels."""
+    return _STATE_HEAD.size + _LEVEL_BYTES * levels
+
+
+# Per level count: the struct reading every level's length, and the frontier slices.
+_LENGTHS = [struct.Struct("<" + "Q32x" * n) for n in range(MAX_LEVELS + 1)]
 _FRONTIER_SLICES = [
-    tuple(slice(_FRONTIER_OFF + 32 * i, _FRONTIER_OFF + 32 * i + 32) for i in range(n))
+    tuple(slice(_state_bytes(i) + 8, _state_bytes(i + 1)) for i in range(n))
     for n in range(MAX_LEVELS + 1)
 ]
+_tuple_new = tuple.__new__
+_SPARE_LEVELS = 2  # copied beyond the last level count seen, so growth rarely costs a re-read
 
 
 class ControlBlock:
@@ -130,6 +138,7 @@ class ControlBlock:
         self._state_ptr = base + OFF_STATE_DATA
         self._dst = ffi.new("char[]", STATE_BYTES)
         self._seq_out = ffi.new("uint64_t *")
+        self._copy_bytes = _state_bytes(_SPARE_LEVELS)
         self._closed = False
 
     # -- creation and attachment -------------------------------------------------------------
@@ -293,10 +302,12 @@ class ControlBlock:
                 frontier: tuple[bytes, ...]) -> None:
         """Writer: seqlock-publish a new state, then wake readers waiting for a change."""
         n = len(lengths)
-        buf = bytearray(_FRONTIER_OFF + 32 * n)
+        buf = bytearray(_state_bytes(n))
         _STATE_HEAD.pack_into(buf, 0, size, seq, n)
-        struct.pack_into(f"<{n}Q", buf, _LENGTHS_OFF, *lengths)
-        buf[_FRONTIER_OFF:] = b"".join(frontier)
+        for i, (length, node) in enumerate(zip(lengths, frontier, strict=True)):
+            off = _state_bytes(i)
+            struct.pack_into("<Q", buf, off, length)
+            buf[off + 8 : off + _LEVEL_BYTES] = node
         self.words.seqlock_write(OFF_SEQLOCK, OFF_STATE_DATA, buf)
         self.words.fetch_add_u32(OFF_PUBLISH_FUTEX, 1)
         self.words.futex_wake_u32(OFF_PUBLISH_FUTEX, WAKE_ALL)
@@ -309,17 +320,24 @@ class ControlBlock:
         """
         if self._closed:
             raise WriterGone(f"control block of {self.name!r} is closed")
-        if lib.rs_seqlock_read(self._counter_ptr, self._state_ptr, self._dst, STATE_BYTES,
-                               max_retries, self._seq_out) != 0:
-            return None
-        data = ffi.buffer(self._dst, STATE_BYTES)[:]
-        size, seq, n = _STATE_HEAD.unpack_from(data)
-        if n > MAX_LEVELS:  # cannot happen with a consistent copy from a sane writer
-            raise WriterGone(f"control block of {self.name!r} holds {n} levels")
-        return Published(
-            size, seq, _LENGTHS[n].unpack_from(data, _LENGTHS_OFF),
-            tuple(map(data.__getitem__, _FRONTIER_SLICES[n])),
-        )
+        while True:
+            nbytes = self._copy_bytes
+            if lib.rs_seqlock_read(self._counter_ptr, self._state_ptr, self._dst, nbytes,
+                                   max_retries, self._seq_out) != 0:
+                return None
+            data = ffi.buffer(self._dst, nbytes)[:]
+            size, seq, n = _STATE_HEAD.unpack_from(data)
+            if n > MAX_LEVELS:  # cannot happen with a consistent copy from a sane writer
+                raise WriterGone(f"control block of {self.name!r} holds {n} levels")
+            if _state_bytes(n) <= nbytes:
+                # tuple.__new__ skips Published's Python-level __new__ (hot path).
+                return _tuple_new(Published, (
+                    size, seq, _LENGTHS[n].unpack_from(data, _STATE_HEAD.size),
+                    tuple(map(data.__getitem__, _FRONTIER_SLICES[n])),
+                ))
+            # The tree grew deeper than our copy: copy more (the whole copy is redone, so
+            # it stays one consistent seqlock read).
+            self._copy_bytes = _state_bytes(min(n + _SPARE_LEVELS, MAX_LEVELS))
 
     # -- durability ---------------------------------------------------------------------------
 
