@@ -18,8 +18,10 @@ Timing conventions, the same in every scenario:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import gc
+import importlib
 import json
 import math
 import os
@@ -37,6 +39,7 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 # No tqdm monitor thread: nothing of ours should wake up inside a timed loop.
 tqdm.monitor_interval = 0
@@ -230,6 +233,16 @@ def others_busy(
     return busy / total if total > 0 else None
 
 
+def default_cpu(cpu: int | None) -> int | None:
+    """`cpu`, else the highest CPU this process may run on (None where affinity is unsupported)."""
+    if cpu is not None:
+        return cpu
+    try:
+        return max(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None
+
+
 def pin_to_cpu(cpu: int | None = None) -> int | None:
     """Pin this process to one CPU (default: the highest allowed); return it, None if unsupported.
 
@@ -245,6 +258,36 @@ def pin_to_cpu(cpu: int | None = None) -> int | None:
         raise SystemExit(f"cpu {target} is not in this process's affinity set {sorted(allowed)}")
     os.sched_setaffinity(0, {target})
     return target
+
+
+SHM_DIR = "/dev/shm"
+SEGMENT_PREFIX = "rotorshm."
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment with the repository root first on PYTHONPATH (in-tree runs)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def shm_segments(name: str) -> list[str]:
+    """Entries of /dev/shm belonging to tree `name` (control block and pinned levels)."""
+    head = f"{SEGMENT_PREFIX}{name}."
+    try:
+        return sorted(e for e in os.listdir(SHM_DIR) if e.startswith(head))
+    except OSError:
+        return []
+
+
+def remove_shm_segments(name: str) -> list[str]:
+    """Unlink every /dev/shm entry still named after tree `name`; return the entries found."""
+    found = shm_segments(name)
+    for entry in found:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(SHM_DIR, entry))
+    return found
 
 
 # -- timing --------------------------------------------------------------------------------
@@ -425,6 +468,66 @@ def cap_samples(samples: Sequence[int], cap: int) -> tuple[list[int], int]:
     return list(samples[::stride]), stride
 
 
+# -- results ------------------------------------------------------------------------------
+
+SAMPLE_CAP = 20_000  # raw samples stored per result at most (evenly strided beyond)
+
+
+def capped_entry(kind: str, unit: str, samples: Sequence[int], **extra: Any) -> dict[str, Any]:
+    """A result of many samples: their summary and the raw samples (capped, evenly strided)."""
+    stored, stride = cap_samples(samples, SAMPLE_CAP)
+    return {"kind": kind, "unit": unit, "summary": summarize(samples),
+            "samples": stored, "samples_stride": stride, **extra}
+
+
+def latency_entry(samples: Sequence[int], **extra: Any) -> dict[str, Any]:
+    """A latency result: raw per-call ns (capped, evenly strided) and their summary."""
+    return capped_entry("latency", "ns", samples, **extra)
+
+
+def runs_entry(kind: str, unit: str, values: Sequence[float], **extra: Any) -> dict[str, Any]:
+    """A throughput or value result with one value (stored as a float) per run."""
+    return {"kind": kind, "unit": unit, "summary": summarize(values),
+            "samples": [float(x) for x in values], **extra}
+
+
+def single_value_entry(value: float, unit: str, **extra: Any) -> dict[str, Any]:
+    """A value result of one number (a ratio, a size), stored as given."""
+    return {"kind": "value", "unit": unit, "summary": summarize([value]),
+            "samples": [value], **extra}
+
+
+@dataclass(frozen=True)
+class Target:
+    """An informational target on one measurement's summary metric."""
+
+    key: str  # measurement key in the results
+    metric: str  # "median", "p99", ...
+    op: str  # ">=" or "<="
+    value: float
+    unit: str
+
+
+def evaluate_targets(results: Mapping[str, Any], targets: Iterable[Target]) -> list[dict[str, Any]]:
+    """The payload's "targets" list: observed value and pass/miss of every measured target."""
+    out = []
+    for t in targets:
+        if t.key not in results:
+            continue
+        observed = float(results[t.key]["summary"][t.metric])
+        ok = observed >= t.value if t.op == ">=" else observed <= t.value
+        out.append({
+            "measurement": t.key,
+            "metric": t.metric,
+            "op": t.op,
+            "target": t.value,
+            "unit": t.unit,
+            "observed": observed,
+            "pass": ok,
+        })
+    return out
+
+
 # -- output --------------------------------------------------------------------------------
 
 def _cell(value: object) -> str:
@@ -481,6 +584,60 @@ def print_table(
     print(format_table(title, rows, columns, align), flush=True)
 
 
+MIB = 1024 * 1024
+TABLE_COLUMNS = ("measurement", "unit", "median", "p99", "min", "n", "target", "result")
+TABLE_ALIGN = {"measurement": "<", "unit": "<", "median": ">", "p99": ">", "min": ">",
+               "n": ">", "target": "<", "result": "<"}
+
+
+def size_label(n: int) -> str:
+    """1,000 -> '1K', 10,000,000 -> '10M' (exact multiples only, else the number)."""
+    for unit, div in (("M", 1_000_000), ("K", 1_000)):
+        if n >= div and n % div == 0:
+            return f"{n // div}{unit}"
+    return f"{n:,}"
+
+
+def fmt_pct(x: float | None) -> str:
+    """A fraction as a whole percentage, "n/a" for None."""
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def fmt_value(value: float, unit: str) -> tuple[str, str]:
+    """(shown value, shown unit) of a number in `unit` in the scenarios' own tables."""
+    if unit == "ns":
+        return f"{value / 1000:,.2f}", "us"
+    if unit == "bytes":
+        return f"{value / MIB:,.2f}", "MiB"
+    if unit == "s":
+        return f"{value:,.3f}", unit
+    if unit.endswith("/s"):
+        return f"{value:,.0f}", unit
+    return f"{value:,.2f}", unit
+
+
+def table_rows(results: Mapping[str, Any], verdicts: Sequence[Mapping[str, Any]],
+               show_metric: bool = False) -> list[dict[str, object]]:
+    """One `TABLE_COLUMNS` row per result (p99 for latencies only), with its target verdict."""
+    by_key = {v["measurement"]: v for v in verdicts}
+    rows: list[dict[str, object]] = []
+    for key, entry in results.items():
+        s, unit = entry["summary"], entry["unit"]
+        median, shown_unit = fmt_value(s["median"], unit)
+        row: dict[str, object] = {
+            "measurement": key, "unit": shown_unit, "median": median,
+            "p99": fmt_value(s["p99"], unit)[0] if entry["kind"] == "latency" else "-",
+            "min": fmt_value(s["min"], unit)[0], "n": int(s["n"]), "target": "", "result": "",
+        }
+        v = by_key.get(key)
+        if v is not None:
+            metric = f"{v['metric']} " if show_metric else ""
+            row.update(target=f"{metric}{v['op']} {fmt_value(v['target'], v['unit'])[0]}",
+                       result="pass" if v["pass"] else "MISS")
+        rows.append(row)
+    return rows
+
+
 def _dump(obj: Any, indent: int, level: int) -> str:
     """JSON with nested structure indented but lists of plain numbers kept on one line."""
     pad = " " * (indent * (level + 1))
@@ -509,6 +666,31 @@ def write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path
     return p
 
 
+def render_plots(payload: Mapping[str, Any], out_dir: Path, plot_errors_fatal: bool = True
+                 ) -> list[Path]:
+    """Draw the payload's plots with bench.report.render_plots (a failure only logged unless fatal)."""
+    report = importlib.import_module(f"{__package__ or 'bench'}.report")
+    try:
+        pngs: list[Path] = report.render_plots(payload, out_dir)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless plotting may fail quietly
+        if plot_errors_fatal:
+            raise
+        log(f"plots failed: {exc!r}")
+        return []
+    for png in pngs:
+        log(f"wrote {png}")
+    return pngs
+
+
+def write_results(payload: Mapping[str, Any], out_dir: Path, plot_errors_fatal: bool = True
+                  ) -> Path:
+    """Write `<out_dir>/<benchmark>.json`, then draw its plots; return the JSON path."""
+    path = write_json(out_dir / f"{payload['benchmark']}.json", payload)
+    log(f"wrote {path}")
+    render_plots(payload, out_dir, plot_errors_fatal)
+    return path
+
+
 # -- command line --------------------------------------------------------------------------
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -524,3 +706,12 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--cpu", type=int, default=None,
                     help="CPU to pin to (default: the highest allowed one)")
     return ap
+
+
+def quick_or_full(ap: argparse.ArgumentParser, option: str, given: N | None, quick: bool,
+                  quick_default: N, full_default: N, minimum: N | None = None) -> N:
+    """`given`, else the --quick or full-run default; a usage error if below `minimum`."""
+    value = given if given is not None else (quick_default if quick else full_default)
+    if minimum is not None and value < minimum:
+        ap.error(f"{option} must be at least {minimum}")
+    return value

@@ -24,14 +24,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import format_table
+from .common import TABLE_ALIGN, TABLE_COLUMNS, format_table
 from .schema import validate
 
 SUITE_FILE = "suite.json"
-
-COLUMNS = ("measurement", "unit", "median", "p99", "min", "n", "target", "result")
-ALIGN = {"measurement": "<", "unit": "<", "median": ">", "p99": ">", "min": ">", "n": ">",
-         "target": "<", "result": "<"}
 
 FIG_SIZE = (9.0, 5.6)  # inches; at DPI this is 900 x 560 pixels
 DPI = 100
@@ -121,7 +117,7 @@ def format_tables(payload: Mapping[str, Any]) -> str:
     informational target with pass/MISS; then a line counting targets and the runtime.
     """
     rows = table_rows(payload)
-    table = format_table(_title(payload), rows, COLUMNS, ALIGN)
+    table = format_table(_title(payload), rows, TABLE_COLUMNS, TABLE_ALIGN)
     passed = sum(1 for t in payload["targets"] if t["pass"])
     missed = len(payload["targets"]) - passed
     footer = (f"targets (informational): {passed} passed, {missed} missed; "

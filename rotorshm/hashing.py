@@ -12,8 +12,8 @@ NODE_TAG = 1
 MIN_ARITY = 2
 MAX_ARITY = 255
 
-# Prefix of a full group for every arity, built once: 0x01 || k.
-_PREFIX = [bytes((NODE_TAG, k)) for k in range(256)]
+# Prefix of a group of k children, for every k, built once: 0x01 || k.
+GROUP_PREFIX = [bytes((NODE_TAG, k)) for k in range(256)]
 
 
 def hash_leaf(data: bytes | bytearray | memoryview) -> bytes:
@@ -34,7 +34,7 @@ def hash_children(children: list[bytes] | tuple[bytes, ...]) -> bytes:
             raise InvalidLeaf(f"a node is {NODE_SIZE} bytes, got {len(c)}")
     if k == 1:
         return bytes(children[0])
-    return blake3(_PREFIX[k] + b"".join(children)).digest()
+    return blake3(GROUP_PREFIX[k] + b"".join(children)).digest()
 
 
 def hash_groups(nodes: bytes | memoryview, count: int, arity: int) -> bytes:
@@ -45,14 +45,14 @@ def hash_groups(nodes: bytes | memoryview, count: int, arity: int) -> bytes:
     mv = memoryview(nodes)
     step = NODE_SIZE * arity
     full, rest = divmod(count, arity)
-    prefix = _PREFIX[arity]
+    prefix = GROUP_PREFIX[arity]
     parts = [blake3(prefix + mv[o : o + step]).digest() for o in range(0, full * step, step)]
     if rest == 1:
         off = full * step
         parts.append(bytes(mv[off : off + NODE_SIZE]))
     elif rest:
         off = full * step
-        parts.append(blake3(_PREFIX[rest] + mv[off : off + rest * NODE_SIZE]).digest())
+        parts.append(blake3(GROUP_PREFIX[rest] + mv[off : off + rest * NODE_SIZE]).digest())
     return b"".join(parts)
 
 

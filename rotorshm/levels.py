@@ -24,13 +24,14 @@ SHARD_BYTES = CHUNK_BYTES * SHARD_CHUNKS
 class Level(ABC):
     """One level's nodes, addressed by index, stored in regions of `region_chunks` chunks."""
 
-    __slots__ = ("level", "region_chunks", "_region_bytes", "_regions")
+    __slots__ = ("level", "region_chunks", "_region_bytes", "_regions", "_ready")
 
     def __init__(self, level: int, region_chunks: int) -> None:
         self.level = level
         self.region_chunks = region_chunks
         self._region_bytes = region_chunks * CHUNK_BYTES
         self._regions: list[memoryview] = []
+        self._ready = 0  # nodes known to have storage: reserve() returns at once below it
 
     @abstractmethod
     def _open_region(self, index: int, create: bool) -> memoryview:
@@ -45,6 +46,7 @@ class Level(ABC):
         for mv in self._regions:
             mv.release()
         self._regions.clear()
+        self._ready = 0
 
     @property
     def capacity(self) -> int:
@@ -53,11 +55,14 @@ class Level(ABC):
 
     def reserve(self, nodes: int) -> None:
         """Make sure nodes 0..nodes-1 have storage, allocating regions and space as needed."""
+        if nodes <= self._ready:
+            return
         need = -(-nodes * NODE_SIZE // self._region_bytes)
         regions = self._regions
         while len(regions) < need:
             regions.append(self._open_region(len(regions), True))
         self._allocate(nodes * NODE_SIZE)
+        self._ready = nodes
 
     def _allocate(self, nbytes: int) -> None:  # noqa: B027 - optional hook
         """Really reserve the first `nbytes` bytes of the level (no-op for process memory)."""
@@ -105,6 +110,9 @@ class Level(ABC):
         """Store `data` (a whole number of nodes) from node `start` on; space must be reserved."""
         rb = self._region_bytes
         r, off = divmod(start * NODE_SIZE, rb)
+        if off + len(data) <= rb and r < len(self._regions):  # within one region
+            self._regions[r][off : off + len(data)] = data
+            return
         mv = memoryview(data)
         pos = 0
         total = len(mv)

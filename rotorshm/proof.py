@@ -19,14 +19,13 @@ from typing import Any, NamedTuple
 from blake3 import blake3
 
 from .errors import InvalidProof
-from .hashing import MAX_ARITY, MIN_ARITY, NODE_SIZE, level_lengths
+from .hashing import GROUP_PREFIX, MAX_ARITY, MIN_ARITY, NODE_SIZE, level_lengths
 
 FORMAT_VERSION = 1
 _KIND_INCLUSION = 0x49  # "I"
 _KIND_CONSISTENCY = 0x43  # "C"
 MAX_SIZE = 2**64 - 1
 MAX_LEVELS = 64  # a u64 size never needs more levels, whatever the arity
-_PREFIX = [bytes((1, k)) for k in range(256)]
 _ONLY_HASH_LEN = {NODE_SIZE}
 _ONLY_BYTES = {bytes}
 _INC_HEAD = struct.Struct("<BBBQQ32s32sB")
@@ -50,7 +49,7 @@ class ConsistencyLevel(NamedTuple):
 def _group_hash(members: list[bytes] | tuple[bytes, ...]) -> bytes:
     if len(members) == 1:
         return members[0]
-    return blake3(_PREFIX[len(members)] + b"".join(members)).digest()
+    return blake3(GROUP_PREFIX[len(members)] + b"".join(members)).digest()
 
 
 def _is_hash(x: object) -> bool:
@@ -107,7 +106,7 @@ class InclusionProof:
                     if set(map(len, sibs)) != _ONLY_HASH_LEN:
                         return None
                     node = blake3(
-                        b"".join((_PREFIX[k + 1], *sibs[:pos], node, *sibs[pos:]))
+                        b"".join((GROUP_PREFIX[k + 1], *sibs[:pos], node, *sibs[pos:]))
                     ).digest()
                 idx //= n
                 length = (length + n - 1) // n

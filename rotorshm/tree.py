@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from blake3 import blake3
+
 from .errors import CapacityExceeded, InvalidConfig, InvalidLeaf
-from .hashing import NODE_SIZE, check_arity, hash_groups, level_lengths
+from .hashing import GROUP_PREFIX, NODE_SIZE, check_arity, hash_groups, level_lengths
 from .levels import Level, MemoryLevel
 from .snapshot import Snapshot
 
@@ -142,6 +144,9 @@ class TreeCore:
         n = self.arity
         levels = self.levels
         levels[0].write(old, data)
+        if len(data) == NODE_SIZE:
+            self._apply_one(old, data, lengths)
+            return
         frontier = [data[-NODE_SIZE:]]
         lo = old
         dirty = data
@@ -155,6 +160,24 @@ class TreeCore:
             frontier.append(parents[-NODE_SIZE:])
             dirty = parents
         self.state = (old + len(data) // NODE_SIZE, lengths, tuple(frontier))
+
+    def _apply_one(self, index: int, leaf: bytes, lengths: tuple[int, ...]) -> None:
+        """The same rehash for a single new leaf: one dirty node per level, always the last
+        of its group, so its parent hashes the group's older members and itself."""
+        n = self.arity
+        levels = self.levels
+        node = leaf
+        frontier = [leaf]
+        idx = index
+        for lvl in range(len(lengths) - 1):
+            pos = idx % n
+            if pos:  # pos == 0: a group of one, lifted unchanged
+                node = blake3(GROUP_PREFIX[pos + 1] + levels[lvl].read(idx - pos, pos) + node)\
+                    .digest()
+            idx //= n
+            levels[lvl + 1].write(idx, node)
+            frontier.append(node)
+        self.state = (index + 1, lengths, tuple(frontier))
 
     def restore(self, size: int, frontier: tuple[bytes, ...]) -> None:
         """Adopt a state whose nodes are already in storage (after loading a checkpoint)."""
