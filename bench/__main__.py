@@ -24,7 +24,6 @@ import argparse
 import ast
 import datetime as _dt
 import importlib.util
-import os
 import subprocess
 import sys
 import time
@@ -39,7 +38,6 @@ SCENARIOS = ("tree", "durable", "daemon", "readers", "peers")
 # modules of the package that are not scenarios
 FRAMEWORK = frozenset({"common", "report", "schema"})
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent
 DEFAULT_OUT = common.DEFAULT_OUT
 QUICK_OUT = DEFAULT_OUT / "quick"
 
@@ -126,8 +124,7 @@ def check_output(name: str, out: Path, started: float, o: Outcome) -> None:
 
 def run_scenario(name: str, flags: Sequence[str], out: Path) -> Outcome:
     o = Outcome(name)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env = common.child_env()
     started_wall = time.time()
     t0 = time.perf_counter()
     try:

@@ -473,7 +473,7 @@ def cap_samples(samples: Sequence[int], cap: int) -> tuple[list[int], int]:
 SAMPLE_CAP = 20_000  # raw samples stored per result at most (evenly strided beyond)
 
 
-def capped_entry(kind: str, unit: str, samples: Sequence[int], **extra: Any) -> dict[str, Any]:
+def capped_entry(kind: str, samples: Sequence[int], unit: str, **extra: Any) -> dict[str, Any]:
     """A result of many samples: their summary and the raw samples (capped, evenly strided)."""
     stored, stride = cap_samples(samples, SAMPLE_CAP)
     return {"kind": kind, "unit": unit, "summary": summarize(samples),
@@ -482,10 +482,10 @@ def capped_entry(kind: str, unit: str, samples: Sequence[int], **extra: Any) -> 
 
 def latency_entry(samples: Sequence[int], **extra: Any) -> dict[str, Any]:
     """A latency result: raw per-call ns (capped, evenly strided) and their summary."""
-    return capped_entry("latency", "ns", samples, **extra)
+    return capped_entry("latency", samples, "ns", **extra)
 
 
-def runs_entry(kind: str, unit: str, values: Sequence[float], **extra: Any) -> dict[str, Any]:
+def runs_entry(kind: str, values: Sequence[float], unit: str, **extra: Any) -> dict[str, Any]:
     """A throughput or value result with one value (stored as a float) per run."""
     return {"kind": kind, "unit": unit, "summary": summarize(values),
             "samples": [float(x) for x in values], **extra}
@@ -668,7 +668,7 @@ def write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path
 
 def render_plots(payload: Mapping[str, Any], out_dir: Path, plot_errors_fatal: bool = True
                  ) -> list[Path]:
-    """Draw the payload's plots with bench.report.render_plots (a failure only logged unless fatal)."""
+    """Draw the payload's plots with bench.report (a failure is only logged unless fatal)."""
     report = importlib.import_module(f"{__package__ or 'bench'}.report")
     try:
         pngs: list[Path] = report.render_plots(payload, out_dir)

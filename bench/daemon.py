@@ -50,22 +50,13 @@ import rotorshm
 
 from . import common
 from .durable import (
-    ALIGN,
-    COLUMNS,
     LEAF,
     Contention,
-    Target,
-    evaluate_targets,
     fs_type,
-    latency_entry,
     proc_cpu_seconds,
     remove_leftover_segments,
-    render_plots,
     split,
-    table_rows,
-    throughput_entry,
     unique_name,
-    value_entry,
 )
 
 SCENARIO = "daemon"
@@ -74,7 +65,6 @@ BATCH = 10_000
 FLUSH_MS = 10.0
 CLIENT_COUNTS = (1, 2, 4)
 READER_COUNTS = (0, 1, 2)
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60.0  # a guard against hangs, never a speed limit
 READER_MAX_SECONDS = 600.0
 CTX = mp.get_context("spawn")
@@ -260,14 +250,6 @@ class Pool:
 
 # -- the daemon subprocess -------------------------------------------------------------------
 
-def child_env() -> dict[str, str]:
-    """Environment of the daemon: the repository root first on PYTHONPATH (in-tree runs)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
-
-
 class Daemon:
     """`python -m rotorshm serve` in a fresh directory under a fresh unique name."""
 
@@ -282,8 +264,8 @@ class Daemon:
                      "--flush-interval-ms", f"{flush_ms:g}", "--checkpoint", "manual"]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=child_env(),
-                                         cwd=str(REPO_ROOT))
+                                         stderr=subprocess.STDOUT, env=common.child_env(),
+                                         cwd=str(common.REPO_ROOT))
 
     def output(self) -> str:
         try:
@@ -379,8 +361,8 @@ def readers_key(r: int) -> str:
 
 RATIO_KEY = f"ingest ratio {plural(READER_COUNTS[-1], 'reader')} / 0 readers"
 TARGETS = (
-    Target(clients_key(1, True), "median", ">=", 1_000_000, "leaves/s"),
-    Target(RATIO_KEY, "median", ">=", 0.7, "ratio"),
+    common.Target(clients_key(1, True), "median", ">=", 1_000_000, "leaves/s"),
+    common.Target(RATIO_KEY, "median", ">=", 0.7, "ratio"),
 )
 
 
@@ -402,12 +384,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
                          "directory inside --out, i.e. on the results' filesystem)")
     args = ap.parse_args(argv)
     quick = bool(args.quick)
-    leaves = args.leaves if args.leaves is not None else (50_000 if quick else 1_000_000)
-    if leaves < max(CLIENT_COUNTS):
-        ap.error(f"--leaves must be at least {max(CLIENT_COUNTS)}")
-    runs = args.runs if args.runs is not None else (1 if quick else 5)
-    if runs < 1:
-        ap.error("--runs must be at least 1")
+    leaves = common.quick_or_full(ap, "--leaves", args.leaves, quick, 50_000, 1_000_000,
+                                  max(CLIENT_COUNTS))
+    runs = common.quick_or_full(ap, "--runs", args.runs, quick, 1, 5, 1)
     return args, Params(leaves=leaves, batch=BATCH, runs=runs, seed=args.seed, quick=quick)
 
 
@@ -488,8 +467,8 @@ def collect(p: Params, raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for cfg in configs():
         runs = raw[cfg.key]
-        results[cfg.key] = throughput_entry(
-            [r["leaves_per_s"] for r in runs], "leaves/s",
+        results[cfg.key] = common.runs_entry(
+            "throughput", [r["leaves_per_s"] for r in runs], "leaves/s",
             arity=ARITY, clients=cfg.clients, readers=max(cfg.readers, 0),
             durable=cfg.durable, leaves=p.leaves, batch=p.batch, flush_interval_ms=FLUSH_MS,
             seeded_leaves=p.batch,
@@ -497,10 +476,10 @@ def collect(p: Params, raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                   for r in runs],
         )
     one = raw[clients_key(1, True)]
-    results["1 client durable: insert_many round trip"] = latency_entry(
+    results["1 client durable: insert_many round trip"] = common.latency_entry(
         [x for r in one for x in r["insert_ns"]], clients=1, batch=p.batch,
         what="client.insert_many(10,000 leaves) until the daemon's acknowledgement")
-    results["1 client durable: wait_durable"] = latency_entry(
+    results["1 client durable: wait_durable"] = common.latency_entry(
         [x for r in one for x in r["wait_ns"]], clients=1, batch=p.batch,
         what="client.wait_durable(seq) after each acknowledged batch")
     for rc in READER_COUNTS[1:]:
@@ -508,21 +487,22 @@ def collect(p: Params, raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         for j in range(rc):
             tag = f"reader {j + 1} of {rc}"
             per = [r["readers"][j] for r in runs]
-            results[f"{tag}: proofs/s during ingest"] = throughput_entry(
-                [x["proofs_per_s"] for x in per], "proofs/s", readers=rc, reader=j + 1,
+            results[f"{tag}: proofs/s during ingest"] = common.runs_entry(
+                "throughput", [x["proofs_per_s"] for x in per], "proofs/s", readers=rc,
+                reader=j + 1,
                 proofs=[x["proofs"] for x in per], sizes_seen=[x["sizes_seen"] for x in per],
                 what="snapshot + generate_proof(random index) + verify per proof, counted "
                      "from the start event to the client's last acknowledgement")
             iters = [y for x in per for y in x["iteration_ns"]]
-            results[f"{tag}: generate_proof during ingest"] = latency_entry(
+            results[f"{tag}: generate_proof during ingest"] = common.latency_entry(
                 [y for x in per for y in x["proof_ns"]], readers=rc, reader=j + 1,
                 iteration_summary_ns=common.summarize(iters) if iters else None,
                 what="snap.generate_proof(random index) while the client ingests; "
                      "iteration_summary_ns: the whole snapshot+proof+verify loop")
     zero = results[readers_key(0)]["summary"]["median"]
     most = results[readers_key(READER_COUNTS[-1])]["summary"]["median"]
-    results[RATIO_KEY] = value_entry(
-        [most / zero], "ratio", readers=READER_COUNTS[-1],
+    results[RATIO_KEY] = common.runs_entry(
+        "value", [most / zero], "ratio", readers=READER_COUNTS[-1],
         what=f"median durable ingest rate with {READER_COUNTS[-1]} readers / with 0 readers")
     return results
 
@@ -582,12 +562,13 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(parent, ignore_errors=True)
 
     results = collect(p, raw)
-    verdicts = evaluate_targets(results, TARGETS)
+    verdicts = common.evaluate_targets(results, TARGETS)
     elapsed = time.perf_counter() - started
     title = (f"rotorshm daemon benchmark: writer daemon arity {ARITY}, flush {FLUSH_MS:g} ms, "
              f"N={p.leaves:,} leaves per measurement, batches of {p.batch:,}, tree on "
              f"{fstype}, {'quick' if p.quick else 'full'} run")
-    common.print_table(title, table_rows(results, verdicts), COLUMNS, ALIGN)
+    common.print_table(title, common.table_rows(results, verdicts), common.TABLE_COLUMNS,
+                       common.TABLE_ALIGN)
     print(f"ingest: leaves/s from the start event to the last acknowledgement, median of "
           f"{p.runs} run(s), a fresh daemon each; readers: proofs during the ingest; "
           f"{os.cpu_count()} CPUs shared by the daemon, clients and readers; targets are "
@@ -626,9 +607,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "plots": plots(p, results),
         "runtime_s": elapsed,
     }
-    path = common.write_json(out / f"{SCENARIO}.json", payload)
-    common.log(f"wrote {path}")
-    render_plots(payload, out)
+    common.write_results(payload, out)
     return payload
 
 

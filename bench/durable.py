@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import random
 import shutil
@@ -57,9 +56,6 @@ MAX_DEPTH = 20
 LEAF = 32
 MAIN_BATCH = 10_000
 BATCHES = (1_000, 10_000, 100_000)
-SAMPLE_CAP = 20_000
-SHM_DIR = "/dev/shm"
-SEGMENT_PREFIX = "rotorshm."
 
 # (label, flush policy, how a batch is made durable)
 POLICIES: tuple[tuple[str, FlushPolicy, str], ...] = (
@@ -70,104 +66,6 @@ POLICIES: tuple[tuple[str, FlushPolicy, str], ...] = (
 
 
 # -- shared helpers (also used by bench.daemon) ---------------------------------------------
-
-@dataclass(frozen=True)
-class Target:
-    """An informational target on one measurement's summary metric."""
-
-    key: str  # measurement key in the results
-    metric: str  # "median", "p99", ...
-    op: str  # ">=" or "<="
-    value: float
-    unit: str
-
-
-def evaluate_targets(results: Mapping[str, Any], targets: Sequence[Target]) -> list[dict[str, Any]]:
-    """The payload's "targets" list: observed value and pass/miss of every target."""
-    out = []
-    for t in targets:
-        if t.key not in results:
-            continue
-        observed = float(results[t.key]["summary"][t.metric])
-        ok = observed >= t.value if t.op == ">=" else observed <= t.value
-        out.append({
-            "measurement": t.key,
-            "metric": t.metric,
-            "op": t.op,
-            "target": t.value,
-            "unit": t.unit,
-            "observed": observed,
-            "pass": ok,
-        })
-    return out
-
-
-def latency_entry(samples: Sequence[int], **extra: Any) -> dict[str, Any]:
-    """A latency result: raw per-call ns (capped, evenly strided) and their summary."""
-    stored, stride = common.cap_samples(samples, SAMPLE_CAP)
-    return {"kind": "latency", "unit": "ns", "summary": common.summarize(samples),
-            "samples": stored, "samples_stride": stride, **extra}
-
-
-def throughput_entry(rates: Sequence[float], unit: str, **extra: Any) -> dict[str, Any]:
-    """A throughput result: one rate per run."""
-    return {"kind": "throughput", "unit": unit, "summary": common.summarize(rates),
-            "samples": [float(x) for x in rates], **extra}
-
-
-def value_entry(values: Sequence[float], unit: str, **extra: Any) -> dict[str, Any]:
-    """A value result (seconds, a ratio, ...): one value per run."""
-    return {"kind": "value", "unit": unit, "summary": common.summarize(values),
-            "samples": [float(x) for x in values], **extra}
-
-
-def fmt(value: float, unit: str) -> str:
-    """`value` in `unit` as shown in the tables (ns shown as us)."""
-    if unit == "ns":
-        return f"{value / 1000:,.2f}"
-    if unit.endswith("/s"):
-        return f"{value:,.0f}"
-    if unit == "s":
-        return f"{value:,.3f}"
-    return f"{value:,.2f}"
-
-
-def table_rows(results: Mapping[str, Any], verdicts: Sequence[Mapping[str, Any]]
-               ) -> list[dict[str, object]]:
-    """One row per result: median (and p99 for latencies), min, n, target and verdict."""
-    by_key = {v["measurement"]: v for v in verdicts}
-    rows: list[dict[str, object]] = []
-    for key, entry in results.items():
-        s, unit = entry["summary"], entry["unit"]
-        row: dict[str, object] = {
-            "measurement": key, "unit": "us" if unit == "ns" else unit,
-            "median": fmt(s["median"], unit),
-            "p99": fmt(s["p99"], unit) if entry["kind"] == "latency" else "-",
-            "min": fmt(s["min"], unit), "n": int(s["n"]), "target": "", "result": "",
-        }
-        v = by_key.get(key)
-        if v is not None:
-            row.update(target=f"{v['op']} {fmt(v['target'], v['unit'])}",
-                       result="pass" if v["pass"] else "MISS")
-        rows.append(row)
-    return rows
-
-
-COLUMNS = ("measurement", "unit", "median", "p99", "min", "n", "target", "result")
-ALIGN = {"measurement": "<", "unit": "<", "median": ">", "p99": ">", "min": ">", "n": ">",
-         "target": "<", "result": "<"}
-
-
-def render_plots(payload: Mapping[str, Any], out_dir: Path) -> None:
-    """Hand the payload to bench.report.render_plots, or say why there are no plots."""
-    try:
-        report = importlib.import_module("bench.report")
-        render = report.render_plots
-    except (ImportError, AttributeError) as exc:
-        common.log(f"plots skipped: bench.report.render_plots is not available ({exc})")
-        return
-    render(payload, out_dir)
-
 
 def fs_type(path: str | os.PathLike[str]) -> str:
     """Filesystem type of the mount holding `path` ("unknown" where /proc/mounts is absent)."""
@@ -193,23 +91,9 @@ def unique_name(tag: str) -> str:
     return f"b{tag[:4]}{uuid.uuid4().hex[:12]}"
 
 
-def segments_of(name: str) -> list[str]:
-    """Entries of /dev/shm belonging to tree `name`."""
-    head = f"{SEGMENT_PREFIX}{name}."
-    try:
-        return sorted(e for e in os.listdir(SHM_DIR) if e.startswith(head))
-    except OSError:
-        return []
-
-
 def remove_leftover_segments(names: Sequence[str]) -> list[str]:
     """Unlink every /dev/shm segment still named after one of `names`; return them."""
-    removed = []
-    for name in names:
-        for entry in segments_of(name):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(SHM_DIR, entry))
-                removed.append(entry)
+    removed = [entry for name in names for entry in common.remove_shm_segments(name)]
     if removed:
         common.log(f"warning: removed leftover shared-memory segments {removed}")
     return removed
@@ -320,7 +204,8 @@ def ckpt_key(n: int) -> str:
     return f"checkpoint after {n:,} new leaves"
 
 
-def targets_for(p: Params) -> list[Target]:
+def targets_for(p: Params) -> list[common.Target]:
+    Target = common.Target
     return [
         Target(TARGET_INGEST, "median", ">=", 1_500_000, "leaves/s"),
         Target(ckpt_key(p.ckpt_sizes[-1]), "median", "<=", 1.0, "s"),
@@ -345,12 +230,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
                          "inside --out, i.e. on the results' filesystem)")
     args = ap.parse_args(argv)
     quick = bool(args.quick)
-    leaves = args.leaves if args.leaves is not None else (50_000 if quick else 1_000_000)
-    if leaves < 100:
-        ap.error("--leaves must be at least 100")
-    samples = args.samples if args.samples is not None else (2_000 if quick else 20_000)
-    if samples < 1:
-        ap.error("--samples must be at least 1")
+    leaves = common.quick_or_full(ap, "--leaves", args.leaves, quick, 50_000, 1_000_000, 100)
+    samples = common.quick_or_full(ap, "--samples", args.samples, quick, 2_000, 20_000, 1)
     params = Params(
         leaves=leaves,
         batches=tuple(sorted({min(b, leaves) for b in BATCHES})),
@@ -497,15 +378,15 @@ def bench_ingest(p: Params, ws: Workspace, data: bytes, results: dict[str, Any],
     root = next(iter(roots))
     assert root is not None
     for c in configs:
-        results[c.key] = throughput_entry(
-            [x["leaves_per_s"] for x in runs[c.key]], "leaves/s",
+        results[c.key] = common.runs_entry(
+            "throughput", [x["leaves_per_s"] for x in runs[c.key]], "leaves/s",
             arity=ARITY, leaves=n, batch=c.batch, flush_policy=c.label if c.durable
             else "interval 10ms", durable=c.durable, made_durable_by=c.how,
             warmup_leaves=len(warm) // LEAF, root=root.hex(), runs=runs[c.key],
         )
     for c in configs:
         if c.durable:
-            results[wait_key(c.label, c.batch)] = latency_entry(
+            results[wait_key(c.label, c.batch)] = common.latency_entry(
                 waits[c.key], arity=ARITY, leaves=n, batch=c.batch, flush_policy=c.label,
                 what=f"{c.how} after each insert_many of {c.batch:,} leaves, all runs",
             )
@@ -534,8 +415,8 @@ def bench_checkpoint(p: Params, ws: Workspace, data: bytes, results: dict[str, A
                 sizes_after[k].append(tree.size)
         shutil.rmtree(path, ignore_errors=True)
     for k in p.ckpt_sizes:
-        results[ckpt_key(k)] = value_entry(
-            seconds[k], "s", arity=ARITY, leaves_since_checkpoint=k,
+        results[ckpt_key(k)] = common.runs_entry(
+            "value", seconds[k], "s", arity=ARITY, leaves_since_checkpoint=k,
             tree_size_after=sizes_after[k],
             what="checkpoint() after k durable new leaves, flush policy interval 10ms",
         )
@@ -569,8 +450,8 @@ def bench_reopen(p: Params, ws: Workspace, data: bytes, results: dict[str, Any],
             finally:
                 tree.close()
     for verify, key in ((False, TARGET_REOPEN), (True, TARGET_REOPEN_VERIFY)):
-        results[key] = value_entry(
-            times[verify], "s", arity=ARITY, tree_size=n, verify_checkpoint=verify,
+        results[key] = common.runs_entry(
+            "value", times[verify], "s", arity=ARITY, tree_size=n, verify_checkpoint=verify,
             what="RotorTree.open() of a tree whose leaves are all in its checkpoint",
         )
     return path, root
@@ -603,13 +484,13 @@ def bench_replay(p: Params, ws: Workspace, data: bytes, results: dict[str, Any],
         finally:
             tree.close()
     shutil.rmtree(path, ignore_errors=True)
-    results[TARGET_REPLAY] = throughput_entry(
-        [common.rate(n, s) for s in seconds], "leaves/s", arity=ARITY, tree_size=n,
-        wal_bytes=wal_bytes, wal_records=len(range(0, n, MAIN_BATCH)),
+    results[TARGET_REPLAY] = common.runs_entry(
+        "throughput", [common.rate(n, s) for s in seconds], "leaves/s", arity=ARITY,
+        tree_size=n, wal_bytes=wal_bytes, wal_records=len(range(0, n, MAIN_BATCH)),
         what="RotorTree.open() of a tree whose leaves are all in the WAL (no checkpoint)",
     )
-    results["reopen from WAL only"] = value_entry(
-        seconds, "s", arity=ARITY, tree_size=n, wal_bytes=wal_bytes,
+    results["reopen from WAL only"] = common.runs_entry(
+        "value", seconds, "s", arity=ARITY, tree_size=n, wal_bytes=wal_bytes,
         what="the same reopens as the WAL replay rate, in seconds",
     )
 
@@ -665,15 +546,15 @@ def bench_proofs(p: Params, ws: Workspace, data: bytes, results: dict[str, Any],
                "RotorTree files": "every level in mmap'd shard files (default tiering)",
                "RotorTree shm": "every level in POSIX shared memory (pin_above_level=0)"}
     for k in snaps:
-        results[f"generate_proof, {k}"] = latency_entry(
+        results[f"generate_proof, {k}"] = common.latency_entry(
             samples[k], arity=ARITY, tree_size=n, storage=tiering[k],
             what="snapshot.generate_proof(random index), page cache warm",
         )
     lean_s = results["generate_proof, LeanIMT"]["summary"]
     for k, key in (("RotorTree files", RATIO_FILES), ("RotorTree shm", RATIO_SHM)):
         s = results[f"generate_proof, {k}"]["summary"]
-        results[key] = value_entry(
-            [s["median"] / lean_s["median"]], "ratio", arity=ARITY, tree_size=n,
+        results[key] = common.runs_entry(
+            "value", [s["median"] / lean_s["median"]], "ratio", arity=ARITY, tree_size=n,
             p99_ratio=s["p99"] / lean_s["p99"],
             what=f"median generate_proof ns of {k} / median of LeanIMT",
         )
@@ -760,16 +641,17 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # table order: ingest rates, waits, then the rest as measured
     order = [k for k in results if "ingest" in k] + [k for k in results if "ingest" not in k]
     results = {k: results[k] for k in order}
-    verdicts = evaluate_targets(results, targets_for(p))
+    verdicts = common.evaluate_targets(results, targets_for(p))
     elapsed = time.perf_counter() - started
     title = (f"rotorshm durable benchmark: RotorTree arity {ARITY}, N={p.leaves:,} leaves, "
              f"trees on {fstype}, {'quick' if p.quick else 'full'} run")
-    common.print_table(title, table_rows(results, verdicts), COLUMNS, ALIGN)
+    common.print_table(title, common.table_rows(results, verdicts), common.TABLE_COLUMNS,
+                       common.TABLE_ALIGN)
     print("ingest: leaves/s from the first insert to the last batch durable (median of "
           f"{p.runs} runs); checkpoint/reopen in seconds; generate_proof per call on one "
           "core, timer included; targets are informational")
     print("CPU time of other processes per phase (share of all CPUs; 1-min load after): "
-          + ", ".join(f"{k} {_pct(v['others_busy'])} ({v['loadavg_1_after']:.2f})"
+          + ", ".join(f"{k} {common.fmt_pct(v['others_busy'])} ({v['loadavg_1_after']:.2f})"
                       for k, v in phases.items()))
     print(f"runtime {elapsed:.1f} s")
     payload: dict[str, Any] = {
@@ -794,7 +676,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "quick": p.quick,
             "tree_dir_parent": str(ws.root.parent),
             "tree_fs_type": fstype,
-            "sample_cap": SAMPLE_CAP,
+            "sample_cap": common.SAMPLE_CAP,
             "contention": phases,
             "timing": "ingest and checkpoint phases unpinned (the flusher thread and the "
                       "kernel's fsync work are part of the cost); generate_proof latencies "
@@ -806,14 +688,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "plots": plots(p, results),
         "runtime_s": elapsed,
     }
-    path = common.write_json(out / f"{SCENARIO}.json", payload)
-    common.log(f"wrote {path}")
-    render_plots(payload, out)
+    common.write_results(payload, out)
     return payload
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,12 +50,12 @@ from typing import Any
 from blake3 import blake3
 
 from . import common
+from .common import size_label
 
 ARITY = 4
 LEAF = 32
 BATCH = 10_000  # rotorshm insert_many batch and pymerkle-sqlite append_entries chunk
 CHUNK = 10_000  # single appends between two looks at the clock
-SAMPLE_CAP = 20_000
 CHILD_SLACK_S = 600.0  # guard on one engine process beyond its build budget (not a speed limit)
 
 CTX = mp.get_context("spawn")
@@ -101,7 +101,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
     ap.add_argument("--seed", type=int, default=1, help="seed of leaves and random indices")
     args = ap.parse_args(argv)
     quick = bool(args.quick)
-    n = args.leaves if args.leaves is not None else (20_000 if quick else 1_000_000)
+    n = common.quick_or_full(ap, "--leaves", args.leaves, quick, 20_000, 1_000_000)
     leaves = {
         ROTORSHM: n,
         NAIVE: n,
@@ -110,14 +110,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
     }
     if min(leaves.values()) < 2:
         ap.error("every engine needs at least 2 leaves")
-    samples = args.samples if args.samples is not None else (2_000 if quick else 20_000)
-    if samples < 1:
-        ap.error("--samples must be at least 1")
-    budget = args.budget if args.budget is not None else (20.0 if quick else 120.0)
-    singles = args.sqlite_singles if args.sqlite_singles is not None else (
-        100 if quick else 1_000)
-    if singles < 1:
-        ap.error("--sqlite-singles must be at least 1")
+    samples = common.quick_or_full(ap, "--samples", args.samples, quick, 2_000, 20_000, 1)
+    budget = common.quick_or_full(ap, "--budget", args.budget, quick, 20.0, 120.0)
+    singles = common.quick_or_full(ap, "--sqlite-singles", args.sqlite_singles, quick, 100,
+                                   1_000, 1)
     params = Params(
         leaves=leaves,
         common=min(leaves.values()),
@@ -131,13 +127,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
         quick=quick,
     )
     return args, params
-
-
-def size_label(n: int) -> str:
-    for unit, div in (("M", 1_000_000), ("K", 1_000)):
-        if n >= div and n % div == 0:
-            return f"{n // div}{unit}"
-    return f"{n:,}"
 
 
 # -- the naive reference tree --------------------------------------------------------------
@@ -549,17 +538,6 @@ def run_engine(cfg: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | No
 
 # -- report ---------------------------------------------------------------------------------
 
-def latency_entry(samples: Sequence[int], **extra: Any) -> dict[str, Any]:
-    stored, stride = common.cap_samples(samples, SAMPLE_CAP)
-    return {"kind": "latency", "unit": "ns", "summary": common.summarize(samples),
-            "samples": stored, "samples_stride": stride, **extra}
-
-
-def value_entry(value: float, unit: str, **extra: Any) -> dict[str, Any]:
-    return {"kind": "value", "unit": unit, "summary": common.summarize([value]),
-            "samples": [value], **extra}
-
-
 def append_key(engine: str, method: str) -> str:
     return f"append {engine} {method}"
 
@@ -589,9 +567,9 @@ def build_results(p: Params, got: dict[str, dict[str, Any]]) -> dict[str, Any]:
                      "warmup_s": pr["warmup_s"], "first_proof_ns": pr["first_proof_ns"]}
             if "subroot_cache" in pr:
                 extra["subroot_cache"] = pr["subroot_cache"]
-            results[proof_key("generate_proof", engine, size)] = latency_entry(
+            results[proof_key("generate_proof", engine, size)] = common.latency_entry(
                 pr["generate_ns"], what=res["generate"], **extra)
-            results[proof_key("verify", engine, size)] = latency_entry(
+            results[proof_key("verify", engine, size)] = common.latency_entry(
                 pr["verify_ns"], what=res["verify"], **extra)
     if ROTORSHM not in got:
         return results
@@ -604,7 +582,8 @@ def build_results(p: Params, got: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if peer not in got:
             continue
         single = results[append_key(peer, SINGLE[peer])]
-        results[f"append speedup rotorshm insert / {peer} {SINGLE[peer]}"] = value_entry(
+        key = f"append speedup rotorshm insert / {peer} {SINGLE[peer]}"
+        results[key] = common.single_value_entry(
             r_single / single["summary"]["median"], "x", peer=peer,
             what=f"rotorshm LeanIMT.insert leaves/s / {peer} {SINGLE[peer]} leaves/s "
                  "(one leaf per call on both sides)",
@@ -612,7 +591,7 @@ def build_results(p: Params, got: dict[str, dict[str, Any]]) -> dict[str, Any]:
         best_m = max(got[peer]["appends"],
                      key=lambda m: results[append_key(peer, m)]["summary"]["median"])
         best = results[append_key(peer, best_m)]
-        results[f"append speedup rotorshm best / {peer} best"] = value_entry(
+        results[f"append speedup rotorshm best / {peer} best"] = common.single_value_entry(
             r_best / best["summary"]["median"], "x", peer=peer,
             what=f"fastest rotorshm append (insert_many) / fastest {peer} append ({best_m})",
             peer_method=best_m)
@@ -623,72 +602,42 @@ def build_results(p: Params, got: dict[str, dict[str, Any]]) -> dict[str, Any]:
             for what in ("generate_proof", "verify"):
                 peer_med = results[proof_key(what, peer, size)]["summary"]["median"]
                 ours = results[proof_key(what, ROTORSHM, size)]["summary"]["median"]
-                results[f"{what} speedup {peer}/rotorshm @{size_label(size)}"] = value_entry(
+                key = f"{what} speedup {peer}/rotorshm @{size_label(size)}"
+                results[key] = common.single_value_entry(
                     peer_med / ours, "x", peer=peer, tree_size=size,
                     what=f"median {what} latency of {peer} / of rotorshm at {size:,} leaves")
     return results
 
 
-def targets_for(results: dict[str, Any]) -> list[tuple[str, str, str, float, str]]:
+def targets_for(results: dict[str, Any]) -> list[common.Target]:
     out = []
     for peer in (PM_MEM, PM_SQL):
         for key in (f"append speedup rotorshm best / {peer} best",
                     f"append speedup rotorshm insert / {peer} {SINGLE[peer]}"):
             if key in results:
-                out.append((key, "median", ">=", 10.0, "x"))
+                out.append(common.Target(key, "median", ">=", 10.0, "x"))
         sizes = sorted(int(v["tree_size"]) for k, v in results.items()
                        if k.startswith(f"generate_proof speedup {peer}/rotorshm @"))
         if sizes:
             # the 1M comparison where measured, else the largest size both reached
             size = 1_000_000 if 1_000_000 in sizes else sizes[-1]
-            out.append((f"generate_proof speedup {peer}/rotorshm @{size_label(size)}",
-                        "median", ">=", 10.0, "x"))
+            out.append(common.Target(
+                f"generate_proof speedup {peer}/rotorshm @{size_label(size)}",
+                "median", ">=", 10.0, "x"))
     return out
-
-
-def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for key, metric, op, target, unit in targets_for(results):
-        observed = float(results[key]["summary"][metric])
-        ok = observed >= target if op == ">=" else observed <= target
-        out.append({"measurement": key, "metric": metric, "op": op, "target": target,
-                    "unit": unit, "observed": observed, "pass": ok})
-    return out
-
-
-def _fmt(value: float, unit: str) -> tuple[str, str]:
-    if unit == "ns":
-        return f"{value / 1000:,.2f}", "us"
-    if unit == "x":
-        return f"{value:,.2f}", "x"
-    return f"{value:,.0f}", unit
 
 
 def table_rows(results: dict[str, Any], verdicts: list[dict[str, Any]]) -> list[dict[str, object]]:
-    by_key = {v["measurement"]: v for v in verdicts}
-    rows: list[dict[str, object]] = []
-    for key, entry in results.items():
-        s = entry["summary"]
-        med, unit = _fmt(s["median"], entry["unit"])
+    """The common table rows, plus the tree size each result was measured at."""
+    rows = common.table_rows(results, verdicts, show_metric=True)
+    for row, entry in zip(rows, results.values(), strict=True):
         n_leaves = entry.get("leaves", entry.get("tree_size"))
-        row: dict[str, object] = {
-            "measurement": key, "unit": unit, "median": med, "p99": "-",
-            "min": _fmt(s["min"], entry["unit"])[0], "n": int(s["n"]),
-            "leaves": f"{n_leaves:,}" if isinstance(n_leaves, int) else "",
-            "target": "", "result": ""}
-        if entry["kind"] == "latency":
-            row["p99"] = _fmt(s["p99"], entry["unit"])[0]
-        v = by_key.get(key)
-        if v is not None:
-            row["target"] = f"{v['metric']} {v['op']} {_fmt(v['target'], v['unit'])[0]}"
-            row["result"] = "pass" if v["pass"] else "MISS"
-        rows.append(row)
+        row["leaves"] = f"{n_leaves:,}" if isinstance(n_leaves, int) else ""
     return rows
 
 
-COLUMNS = ("measurement", "unit", "median", "p99", "min", "n", "leaves", "target", "result")
-ALIGN = {"measurement": "<", "unit": "<", "median": ">", "p99": ">", "min": ">", "n": ">",
-         "leaves": ">", "target": "<", "result": "<"}
+COLUMNS = (*common.TABLE_COLUMNS[:-2], "leaves", *common.TABLE_COLUMNS[-2:])
+ALIGN = {**common.TABLE_ALIGN, "leaves": ">"}
 
 
 def make_plots(p: Params, results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -725,20 +674,6 @@ def make_plots(p: Params, results: dict[str, Any]) -> list[dict[str, Any]]:
     return plots
 
 
-def render_plots(payload: dict[str, Any], out_dir: Path) -> None:
-    """bench.report.render_plots(payload, out_dir) if it exists; a log line otherwise."""
-    try:
-        report = importlib.import_module(f"{__package__ or 'bench'}.report")
-        render: Callable[[dict[str, Any], Path], object] = report.render_plots
-    except (ImportError, AttributeError) as exc:
-        common.log(f"plots skipped: bench.report.render_plots is not available ({exc})")
-        return
-    try:
-        render(payload, out_dir)
-    except Exception as exc:  # noqa: BLE001 - plotting never fails a benchmark
-        common.log(f"plots failed: {exc!r}")
-
-
 def pymerkle_status() -> tuple[str | None, str | None]:
     """(version, None) if pymerkle imports with the API used here, else (None, reason)."""
     try:
@@ -759,12 +694,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     common.set_quiet(args.quiet)
     started = time.perf_counter()
     machine = common.machine_info()
-    cpu = args.cpu
-    if cpu is None:
-        try:
-            cpu = max(os.sched_getaffinity(0))
-        except AttributeError:
-            cpu = None
+    cpu = common.default_cpu(args.cpu)
     pm_version, pm_reason = pymerkle_status()
     skipped: dict[str, str] = {}
     if pm_reason is not None:
@@ -811,7 +741,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         root_check = f"naive root == rotorshm root at {', '.join(f'{s:,}' for s in both)} leaves"
 
     results = build_results(p, got)
-    verdicts = evaluate_targets(results)
+    verdicts = common.evaluate_targets(results, targets_for(results))
     elapsed = time.perf_counter() - started
     title = (f"rotorshm vs peers: arity {ARITY} (rotorshm, naive) vs pymerkle "
              f"{pm_version or '(skipped)'}, proofs compared at {p.common:,} leaves, 1 core "
@@ -824,11 +754,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"leaves appended per engine: {', '.join(reached)}")
     print("peak RSS per engine process: "
           + ", ".join(f"{e} {got[e]['max_rss_bytes'] / 2**20:,.0f} MiB" for e in got))
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{100 * x:.0f}%"
-
     print("contention per engine process (preemptions / other CPUs busy): " + ", ".join(
-        f"{e} {got[e]['preemptions']:,} / {pct(got[e]['other_cpus_busy'])}" for e in got)
+        f"{e} {got[e]['preemptions']:,} / {common.fmt_pct(got[e]['other_cpus_busy'])}" for e in got)
         + f"; 1-min load average at start {machine['loadavg_1_5_15'][0]:.2f}")
     print(f"check: {root_check}")
     for e, why in skipped.items():
@@ -861,7 +788,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                "preemptions": got[e]["preemptions"],
                                "other_cpus_busy": got[e]["other_cpus_busy"],
                                "roots": got[e]["roots"]} for e in got},
-            "sample_cap": SAMPLE_CAP,
+            "sample_cap": common.SAMPLE_CAP,
             "timing": "each engine in its own fresh spawn process pinned to one CPU; append "
                       "rate = leaves / summed time of the append calls (checked every "
                       f"{CHUNK:,} leaves, proofs measured in pauses); proof latencies per "
@@ -873,9 +800,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "plots": make_plots(p, results),
         "runtime_s": elapsed,
     }
-    path = common.write_json(args.out / "peers.json", payload)
-    common.log(f"wrote {path}")
-    render_plots(payload, args.out)
+    common.write_results(payload, args.out, plot_errors_fatal=False)
     return payload
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib
 import multiprocessing as mp
 import os
 import queue
@@ -59,20 +58,17 @@ from pathlib import Path
 from typing import Any
 
 from . import common
+from .common import size_label
 
 ARITY = 4
 MAX_DEPTH = 16  # 4**16 leaves: room for the growth of the with-ingest runs
 LEAF = 32
-SAMPLE_CAP = 20_000
 PROOFS_PER_SNAPSHOT = 100
 INGEST_BATCH = 10_000
 BUILD_BATCH = 100_000
 REFERENCE_SIZE = 1_000  # leaves of the reference tree timed alongside each size
 WARMUP_PROOFS = 200
 RAND_POOL = 1 << 16  # random draws prepared before a timed loop (indices = draw % size)
-SHM_DIR = "/dev/shm"
-SEGMENT_PREFIX = "rotorshm."
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DAEMON_READY_TIMEOUT = 60.0
 DAEMON_STOP_TIMEOUT = 120.0
 REPLY_TIMEOUT = 120.0  # guard for one worker command beyond its own duration (never a speed limit)
@@ -145,15 +141,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
     ap.add_argument("--seed", type=int, default=1, help="seed of leaves and random indices")
     args = ap.parse_args(argv)
     quick = bool(args.quick)
-    leaves = args.leaves if args.leaves is not None else (50_000 if quick else 1_000_000)
-    if leaves < 2:
-        ap.error("--leaves must be at least 2")
+    leaves = common.quick_or_full(ap, "--leaves", args.leaves, quick, 50_000, 1_000_000, 2)
     duration = args.duration if args.duration is not None else (0.3 if quick else 3.0)
     if not duration > 0:
         ap.error("--duration must be > 0")
-    runs = args.runs if args.runs is not None else (1 if quick else 3)
-    if runs < 1:
-        ap.error("--runs must be at least 1")
+    runs = common.quick_or_full(ap, "--runs", args.runs, quick, 1, 3, 1)
     cpus = usable_cpus()
     top = args.max_readers if args.max_readers is not None else cpus + 1
     if top < 1:
@@ -177,34 +169,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
     return args, params
 
 
-def size_label(n: int) -> str:
-    """1,000 -> '1K', 10,000,000 -> '10M' (exact multiples only, else the number)."""
-    for unit, div in (("M", 1_000_000), ("K", 1_000)):
-        if n >= div and n % div == 0:
-            return f"{n // div}{unit}"
-    return f"{n:,}"
-
-
 def tiering_label(pin: int | None) -> str:
     return "files" if pin is None else f"pin>={pin}"
 
 
 # -- the writer daemon ---------------------------------------------------------------------
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
-
-def shm_entries(name: str) -> list[str]:
-    """/dev/shm entries of tree `name` (control block and pinned-level segments)."""
-    head = f"{SEGMENT_PREFIX}{name}."
-    try:
-        return sorted(e for e in os.listdir(SHM_DIR) if e.startswith(head))
-    except OSError:
-        return []
-
 
 class Daemon:
     """A `python -m rotorshm serve` subprocess on its own temporary tree directory."""
@@ -224,8 +193,8 @@ class Daemon:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         # Its own session: a ^C in the terminal reaches us, and we stop it with SIGTERM.
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=_child_env(),
-                                     cwd=str(REPO_ROOT), start_new_session=True)
+                                     stderr=subprocess.STDOUT, env=common.child_env(),
+                                     cwd=str(common.REPO_ROOT), start_new_session=True)
         self.leftovers: list[str] = []
         self.exit_code: int | None = None
 
@@ -268,15 +237,12 @@ class Daemon:
                 self.proc.wait()
         self.exit_code = self.proc.returncode
         self._log.close()
-        self.leftovers = shm_entries(self.name)
-        for entry in self.leftovers:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(SHM_DIR, entry))
+        self.leftovers = common.remove_shm_segments(self.name)
         if self.exit_code != 0:
             common.log(f"warning: writer daemon {self.name} exited with code {self.exit_code}:"
                        f"\n{self.output()}")
         if self.leftovers:
-            common.log(f"warning: daemon {self.name} left {self.leftovers} in {SHM_DIR} "
+            common.log(f"warning: daemon {self.name} left {self.leftovers} in {common.SHM_DIR} "
                        "(removed)")
 
 
@@ -613,17 +579,6 @@ class Pool:
 
 # -- measurements --------------------------------------------------------------------------
 
-def latency_entry(samples: Sequence[int], **extra: Any) -> dict[str, Any]:
-    stored, stride = common.cap_samples(samples, SAMPLE_CAP)
-    return {"kind": "latency", "unit": "ns", "summary": common.summarize(samples),
-            "samples": stored, "samples_stride": stride, **extra}
-
-
-def value_entry(value: float, unit: str, **extra: Any) -> dict[str, Any]:
-    return {"kind": "value", "unit": unit, "summary": common.summarize([value]),
-            "samples": [value], **extra}
-
-
 def proof_key(k: int, ingest: bool) -> str:
     return f"K={k} {'with ingest' if ingest else 'no ingest'}"
 
@@ -701,13 +656,13 @@ def bench_throughput(p: Params, root: Path, results: dict[str, Any], info: dict[
                 "summary": common.summarize(rates), "samples": rates, **extra,
                 "runs": rs,
             }
-            results[f"generate_proof {key}"] = latency_entry(
+            results[f"generate_proof {key}"] = common.latency_entry(
                 lat[key], what="snap.generate_proof(random index), per call, all readers "
                                "and runs merged", **extra)
     one = results[f"proofs/s {proof_key(1, False)}"]["summary"]["median"]
     two_k = 2 if 2 in p.readers else max(p.readers)
     two = results[f"proofs/s {proof_key(two_k, False)}"]["summary"]["median"]
-    results[f"proofs/s scaling 1->{two_k} readers"] = value_entry(
+    results[f"proofs/s scaling 1->{two_k} readers"] = common.single_value_entry(
         two / one, "x", readers=[1, two_k], ingest=False,
         what=f"median aggregate proofs/s with {two_k} readers / with 1 reader, no ingest")
 
@@ -815,7 +770,7 @@ def bench_sizes(p: Params, root: Path, pin: int | None, cpu: int | None,
         ref_med = common.summarize(pt["reference_ns"])["median"]
         med = common.summarize(pt["snapshot_ns"])["median"]
         relative.append(med / ref_med)
-        results[f"snapshot @{lab} {tier}"] = latency_entry(
+        results[f"snapshot @{lab} {tier}"] = common.latency_entry(
             pt["snapshot_ns"], what="reader.snapshot(), per call",
             reference_tree_size=REFERENCE_SIZE, reference_median_ns=ref_med,
             relative_to_reference=med / ref_med,
@@ -825,7 +780,7 @@ def bench_sizes(p: Params, root: Path, pin: int | None, cpu: int | None,
         private = mem.get("Private_Clean", 0) + mem.get("Private_Dirty", 0)
         privates.append(private)
         proof = common.summarize(pt["proof_ns"])
-        results[f"reader private memory @{lab} {tier}"] = value_entry(
+        results[f"reader private memory @{lab} {tier}"] = common.single_value_entry(
             private, "bytes",
             what=f"Private_Clean + Private_Dirty of the reader after {p.memory_proofs:,} "
                  "random proofs (smaps_rollup)",
@@ -836,12 +791,12 @@ def bench_sizes(p: Params, root: Path, pin: int | None, cpu: int | None,
             proofs=p.memory_proofs, **extra)
     if privates and privates[0] > 0:
         results[f"reader private memory ratio {size_label(p.sizes[-1])}/"
-                f"{size_label(p.sizes[0])} {tier}"] = value_entry(
+                f"{size_label(p.sizes[0])} {tier}"] = common.single_value_entry(
             privates[-1] / privates[0], "x", tiering=tier,
             what="private bytes at the largest size / at the smallest size")
     meds = [results[f"snapshot @{size_label(s)} {tier}"]["summary"]["median"] for s in p.sizes]
     results[f"snapshot growth {size_label(p.sizes[-1])}/{size_label(p.sizes[0])} "
-            f"{tier}"] = value_entry(
+            f"{tier}"] = common.single_value_entry(
         relative[-1] / relative[0], "x", tiering=tier,
         raw_median_ratio=meds[-1] / meds[0],
         relative_to_reference=dict(zip((size_label(s) for s in p.sizes), relative,
@@ -853,73 +808,22 @@ def bench_sizes(p: Params, root: Path, pin: int | None, cpu: int | None,
 
 # -- targets, table, plots -----------------------------------------------------------------
 
-def targets_for(p: Params, results: dict[str, Any]) -> list[tuple[str, str, str, float, str]]:
+def targets_for(p: Params, results: dict[str, Any]) -> list[common.Target]:
+    Target = common.Target
     two_k = 2 if 2 in p.readers else max(p.readers)
     out = [
-        (f"proofs/s scaling 1->{two_k} readers", "median", ">=", 1.8, "x"),
-        (f"generate_proof {proof_key(1, True)}", "p99", "<=", 50_000.0, "ns"),
+        Target(f"proofs/s scaling 1->{two_k} readers", "median", ">=", 1.8, "x"),
+        Target(f"generate_proof {proof_key(1, True)}", "p99", "<=", 50_000.0, "ns"),
     ]
     for pin in p.tierings:
         tier = tiering_label(pin)
-        out += [(f"snapshot @{size_label(s)} {tier}", "median", "<=", 5_000.0, "ns")
+        out += [Target(f"snapshot @{size_label(s)} {tier}", "median", "<=", 5_000.0, "ns")
                 for s in p.sizes]
         key = (f"reader private memory ratio {size_label(p.sizes[-1])}/"
                f"{size_label(p.sizes[0])} {tier}")
         if key in results:
-            out.append((key, "median", "<=", 1.1, "x"))
+            out.append(Target(key, "median", "<=", 1.1, "x"))
     return out
-
-
-def evaluate_targets(p: Params, results: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for key, metric, op, target, unit in targets_for(p, results):
-        observed = float(results[key]["summary"][metric])
-        ok = observed >= target if op == ">=" else observed <= target
-        out.append({"measurement": key, "metric": metric, "op": op, "target": target,
-                    "unit": unit, "observed": observed, "pass": ok})
-    return out
-
-
-MIB = 1024 * 1024
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f}%"
-
-
-def _fmt(value: float, unit: str) -> tuple[str, str]:
-    """(shown value, shown unit) for a number in `unit`."""
-    if unit == "ns":
-        return f"{value / 1000:,.2f}", "us"
-    if unit == "bytes":
-        return f"{value / MIB:,.2f}", "MiB"
-    if unit == "x":
-        return f"{value:,.2f}", "x"
-    return f"{value:,.0f}", unit
-
-
-def table_rows(results: dict[str, Any], verdicts: list[dict[str, Any]]) -> list[dict[str, object]]:
-    by_key = {v["measurement"]: v for v in verdicts}
-    rows: list[dict[str, object]] = []
-    for key, entry in results.items():
-        s = entry["summary"]
-        med, unit = _fmt(s["median"], entry["unit"])
-        row: dict[str, object] = {"measurement": key, "unit": unit, "median": med,
-                                  "p99": "-", "min": _fmt(s["min"], entry["unit"])[0],
-                                  "n": int(s["n"]), "target": "", "result": ""}
-        if entry["kind"] == "latency":
-            row["p99"] = _fmt(s["p99"], entry["unit"])[0]
-        v = by_key.get(key)
-        if v is not None:
-            row["target"] = f"{v['metric']} {v['op']} {_fmt(v['target'], v['unit'])[0]}"
-            row["result"] = "pass" if v["pass"] else "MISS"
-        rows.append(row)
-    return rows
-
-
-COLUMNS = ("measurement", "unit", "median", "p99", "min", "n", "target", "result")
-ALIGN = {"measurement": "<", "unit": "<", "median": ">", "p99": ">", "min": ">", "n": ">",
-         "target": "<", "result": "<"}
 
 
 def make_plots(p: Params, results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -950,9 +854,9 @@ def make_plots(p: Params, results: dict[str, Any]) -> list[dict[str, Any]]:
                       for s in sizes]})
         mem = [results[f"reader private memory @{size_label(s)} {tier}"] for s in sizes]
         mem_series.append({"label": f"private ({tier})", "x": sizes,
-                           "y": [m["samples"][0] / MIB for m in mem]})
+                           "y": [m["samples"][0] / common.MIB for m in mem]})
         mem_series.append({"label": f"Rss ({tier})", "x": sizes,
-                           "y": [m["smaps_rollup_bytes"].get("Rss", 0) / MIB for m in mem]})
+                           "y": [m["smaps_rollup_bytes"].get("Rss", 0) / common.MIB for m in mem]})
     plots.append({
         "file": "readers_snapshot.png",
         "title": "Reader snapshot() latency vs tree size",
@@ -968,20 +872,6 @@ def make_plots(p: Params, results: dict[str, Any]) -> list[dict[str, Any]]:
     return plots
 
 
-def render_plots(payload: dict[str, Any], out_dir: Path) -> None:
-    """bench.report.render_plots(payload, out_dir) if it exists; a log line otherwise."""
-    try:
-        report = importlib.import_module(f"{__package__ or 'bench'}.report")
-        render: Callable[[dict[str, Any], Path], object] = report.render_plots
-    except (ImportError, AttributeError) as exc:
-        common.log(f"plots skipped: bench.report.render_plots is not available ({exc})")
-        return
-    try:
-        render(payload, out_dir)
-    except Exception as exc:  # noqa: BLE001 - plotting never fails a benchmark
-        common.log(f"plots failed: {exc!r}")
-
-
 # -- main ----------------------------------------------------------------------------------
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -990,12 +880,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     machine = common.machine_info()
     cpus = usable_cpus()
-    cpu = args.cpu
-    if cpu is None:
-        try:
-            cpu = max(os.sched_getaffinity(0))
-        except AttributeError:
-            cpu = None
+    cpu = common.default_cpu(args.cpu)
     results: dict[str, Any] = {}
     info: dict[str, Any] = {}
     root = Path(tempfile.mkdtemp(prefix="rotorshm-bench-readers-"))
@@ -1008,12 +893,13 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    verdicts = evaluate_targets(p, results)
+    verdicts = common.evaluate_targets(results, targets_for(p, results))
     elapsed = time.perf_counter() - started
     title = (f"rotorshm readers benchmark: arity {ARITY}, throughput on {p.leaves:,} leaves "
              f"({tiering_label(p.tierings[0])}), {cpus} CPUs, "
              f"{'quick' if p.quick else 'full'} run")
-    common.print_table(title, table_rows(results, verdicts), COLUMNS, ALIGN)
+    common.print_table(title, common.table_rows(results, verdicts, show_metric=True),
+                       common.TABLE_COLUMNS, common.TABLE_ALIGN)
     for k in p.readers:
         key = proof_key(k, True)
         rs = results[f"proofs/s {key}"]["runs"]
@@ -1042,7 +928,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   for s in p.sizes) for pin in p.tierings))
     print("other CPU busy while timing snapshot(): " + "; ".join(
         f"{tiering_label(pin)} " + " ".join(
-            f"{size_label(s)} {_pct(snap(s, pin)['other_cpus_busy'])}" for s in p.sizes)
+            f"{size_label(s)} {common.fmt_pct(snap(s, pin)['other_cpus_busy'])}" for s in p.sizes)
         for pin in p.tierings))
     for pin in p.tierings:
         tier = tiering_label(pin)
@@ -1081,7 +967,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "size_sweep_pinned_cpu": cpu,
             "seed": p.seed,
             "quick": p.quick,
-            "sample_cap": SAMPLE_CAP,
+            "sample_cap": common.SAMPLE_CAP,
             "timing": "perf_counter_ns around each generate_proof / snapshot call, nothing "
                       "subtracted; gc enabled, heap frozen before each timed loop; "
                       "throughput = sum over readers of proofs / own elapsed, each reader "
@@ -1094,9 +980,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "plots": make_plots(p, results),
         "runtime_s": elapsed,
     }
-    path = common.write_json(args.out / "readers.json", payload)
-    common.log(f"wrote {path}")
-    render_plots(payload, args.out)
+    common.write_results(payload, args.out, plot_errors_fatal=False)
     return payload
 
 

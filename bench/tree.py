@@ -34,7 +34,6 @@ from . import common, report
 BATCH = 10_000
 ARITIES = (2, 4, 8, 16)
 LEAF = 32
-SAMPLE_CAP = 20_000
 WARMUP_BATCHES = 10
 
 
@@ -51,20 +50,11 @@ class Params:
     quick: bool
 
 
-@dataclass(frozen=True)
-class Target:
-    key: str  # measurement key in the results
-    metric: str  # "median" of that measurement
-    op: str  # ">=" or "<="
-    value: float
-    unit: str
-
-
 TARGETS = (
-    Target("insert_many a=4 buffer", "median", ">=", 2_000_000, "leaves/s"),
-    Target("snapshot", "median", "<=", 5_000, "ns"),
-    Target("generate_proof", "median", "<=", 15_000, "ns"),
-    Target("InclusionProof.verify", "median", "<=", 15_000, "ns"),
+    common.Target("insert_many a=4 buffer", "median", ">=", 2_000_000, "leaves/s"),
+    common.Target("snapshot", "median", "<=", 5_000, "ns"),
+    common.Target("generate_proof", "median", "<=", 15_000, "ns"),
+    common.Target("InclusionProof.verify", "median", "<=", 15_000, "ns"),
 )
 
 
@@ -77,12 +67,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
     ap.add_argument("--seed", type=int, default=1, help="seed of leaves and random inputs")
     args = ap.parse_args(argv)
     quick = bool(args.quick)
-    leaves = args.leaves if args.leaves is not None else (50_000 if quick else 1_000_000)
-    if leaves < 2:
-        ap.error("--leaves must be at least 2")
-    samples = args.samples if args.samples is not None else (2_000 if quick else 20_000)
-    if samples < 1:
-        ap.error("--samples must be at least 1")
+    leaves = common.quick_or_full(ap, "--leaves", args.leaves, quick, 50_000, 1_000_000, 2)
+    samples = common.quick_or_full(ap, "--samples", args.samples, quick, 2_000, 20_000, 1)
     params = Params(
         leaves=leaves,
         batch=BATCH,
@@ -111,28 +97,6 @@ def build_tree(data: bytes, arity: int, extra: int = 0) -> LeanIMT:
     for off in range(0, len(data), step):
         tree.insert_many(data[off : off + step])
     return tree
-
-
-def latency_entry(samples: list[int]) -> dict[str, Any]:
-    stored, stride = common.cap_samples(samples, SAMPLE_CAP)
-    return {
-        "kind": "latency",
-        "unit": "ns",
-        "summary": common.summarize(samples),
-        "samples": stored,
-        "samples_stride": stride,
-    }
-
-
-def value_entry(values: list[int], unit: str) -> dict[str, Any]:
-    stored, stride = common.cap_samples(values, SAMPLE_CAP)
-    return {
-        "kind": "value",
-        "unit": unit,
-        "summary": common.summarize(values),
-        "samples": stored,
-        "samples_stride": stride,
-    }
 
 
 # -- insert throughput ---------------------------------------------------------------------
@@ -230,9 +194,9 @@ def bench_insert(
     }
     step("insert per-call latency")
     tree = build_tree(data, 4, extra=p.inserts)
-    entry = latency_entry(common.time_ns_each(tree.insert, leaves, warmup=0))
-    entry.update(arity=4, prefill=p.leaves, what="tree.insert(leaf), one call at a time")
-    results["insert (per call)"] = entry
+    results["insert (per call)"] = common.latency_entry(
+        common.time_ns_each(tree.insert, leaves, warmup=0),
+        arity=4, prefill=p.leaves, what="tree.insert(leaf), one call at a time")
 
 
 # -- latencies at N leaves -----------------------------------------------------------------
@@ -298,41 +262,18 @@ def bench_latencies(
         on_round=lambda r: step(f"latencies round {r + 1}/{p.rounds}"),
     )
     for c, what in cases:
-        entry = latency_entry(samples[c.name])
-        entry.update(arity=4, tree_size=n, what=what)
-        results[c.name] = entry
+        results[c.name] = common.latency_entry(samples[c.name], arity=4, tree_size=n, what=what)
     for name, blobs in (("inclusion proof size", incl_bytes),
                         ("consistency proof size", cons_bytes)):
-        entry = value_entry([len(b) for b in blobs], "bytes")
-        entry.update(arity=4, tree_size=n, what="len(proof.to_bytes()) of the proofs verified")
-        results[name] = entry
+        results[name] = common.capped_entry(
+            "value", [len(b) for b in blobs], "bytes",
+            arity=4, tree_size=n, what="len(proof.to_bytes()) of the proofs verified")
     # the snapshot taken before the timed loops still answers for the same tree
     check: Snapshot = tree.snapshot()
     assert check.root == snap.root and check.size == n
 
 
 # -- report --------------------------------------------------------------------------------
-
-def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for t in TARGETS:
-        observed = float(results[t.key]["summary"][t.metric])
-        ok = observed >= t.value if t.op == ">=" else observed <= t.value
-        out.append({
-            "measurement": t.key,
-            "metric": t.metric,
-            "op": t.op,
-            "target": t.value,
-            "unit": t.unit,
-            "observed": observed,
-            "pass": ok,
-        })
-    return out
-
-
-def _fmt_pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f}%"
-
 
 def ccdf(samples_ns: Sequence[float], points: int = 120) -> tuple[list[float], list[float]]:
     """(latency in µs, fraction of calls slower) at `points` tail levels from 1 to 1/n."""
@@ -480,14 +421,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "seed": p.seed,
             "quick": p.quick,
             "pinned_cpu": cpu,
-            "sample_cap": SAMPLE_CAP,
+            "sample_cap": common.SAMPLE_CAP,
             "timing": "perf_counter_ns around each call, nothing subtracted; gc enabled, "
                       "heap frozen before each timed loop; latencies measured in "
                       "interleaved rounds (samples in round order); p99 by linear "
                       "interpolation",
         },
         "results": results,
-        "targets": evaluate_targets(results),
+        "targets": common.evaluate_targets(results, TARGETS),
         "plots": build_plots(p, results),
         "runtime_s": time.perf_counter() - started,
     }
@@ -495,13 +436,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"N={p.leaves:,} leaves, batches of {p.batch:,}, 1 core (cpu {cpu}); latencies are "
           "per call, timer included, nothing subtracted; targets are informational")
     print("contention per phase (preemptions of this process / other CPUs busy): "
-          + ", ".join(f"{k} {v:,} / {_fmt_pct(others[k])}" for k, v in preempted.items())
+          + ", ".join(f"{k} {v:,} / {common.fmt_pct(others[k])}" for k, v in preempted.items())
           + f"; 1-min load average before {load_before[0]:.2f}, after {load_after[0]:.2f}",
           flush=True)
-    path = common.write_json(args.out / "tree.json", payload)
-    common.log(f"wrote {path}")
-    for png in report.render_plots(payload, args.out):
-        common.log(f"wrote {png}")
+    common.write_results(payload, args.out)
     return payload
 
 
