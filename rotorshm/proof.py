@@ -28,8 +28,8 @@ MAX_SIZE = 2**64 - 1
 MAX_LEVELS = 64  # a u64 size never needs more levels, whatever the arity
 _ONLY_HASH_LEN = {NODE_SIZE}
 _ONLY_BYTES = {bytes}
-_INC_HEAD = struct.Struct("<BBBQQ32s32sB")
-_CON_HEAD = struct.Struct("<BBBQQ32s32sB")
+# version, kind, arity, two sizes (index+size or old+new), two hashes, level count
+_HEAD = struct.Struct("<BBBQQ32s32sB")
 
 
 class ProofLevel(NamedTuple):
@@ -146,7 +146,7 @@ class InclusionProof:
         """Compact versioned binary form (InvalidProof if a field cannot be encoded)."""
         self._check_encodable()
         parts = [
-            _INC_HEAD.pack(
+            _HEAD.pack(
                 FORMAT_VERSION, _KIND_INCLUSION, self.arity, self.leaf_index, self.tree_size,
                 self.root, self.leaf, len(self.levels),
             )
@@ -160,11 +160,11 @@ class InclusionProof:
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> InclusionProof:
         """Decode `to_bytes` output; anything malformed raises InvalidProof."""
         buf = _as_bytes(data)
-        if len(buf) < _INC_HEAD.size:
+        if len(buf) < _HEAD.size:
             raise InvalidProof(f"inclusion proof too short: {len(buf)} bytes")
-        ver, kind, arity, index, size, root, leaf, nlev = _INC_HEAD.unpack_from(buf)
+        ver, kind, arity, index, size, root, leaf, nlev = _HEAD.unpack_from(buf)
         _check_head(ver, kind, _KIND_INCLUSION, arity, nlev)
-        off = _INC_HEAD.size
+        off = _HEAD.size
         levels = []
         for _ in range(nlev):
             if off + 2 > len(buf):
@@ -373,7 +373,7 @@ class ConsistencyProof:
         """Compact versioned binary form (InvalidProof if a field cannot be encoded)."""
         self._check_encodable()
         parts = [
-            _CON_HEAD.pack(
+            _HEAD.pack(
                 FORMAT_VERSION, _KIND_CONSISTENCY, self.arity, self.old_size, self.new_size,
                 self.old_root, self.new_root, len(self.levels),
             )
@@ -388,11 +388,11 @@ class ConsistencyProof:
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> ConsistencyProof:
         """Decode `to_bytes` output; anything malformed raises InvalidProof."""
         buf = _as_bytes(data)
-        if len(buf) < _CON_HEAD.size:
+        if len(buf) < _HEAD.size:
             raise InvalidProof(f"consistency proof too short: {len(buf)} bytes")
-        ver, kind, arity, old, new, old_root, new_root, nlev = _CON_HEAD.unpack_from(buf)
+        ver, kind, arity, old, new, old_root, new_root, nlev = _HEAD.unpack_from(buf)
         _check_head(ver, kind, _KIND_CONSISTENCY, arity, nlev)
-        off = _CON_HEAD.size
+        off = _HEAD.size
         levels = []
         for _ in range(nlev):
             if off + 2 > len(buf):
