@@ -38,6 +38,9 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from rotorshm.segments import SHM_DIR as SHM_DIR
+from rotorshm.segments import tree_segments
+
 T = TypeVar("T")
 N = TypeVar("N", int, float)
 
@@ -260,8 +263,6 @@ def pin_to_cpu(cpu: int | None = None) -> int | None:
     return target
 
 
-SHM_DIR = "/dev/shm"
-SEGMENT_PREFIX = "rotorshm."
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -274,11 +275,7 @@ def child_env() -> dict[str, str]:
 
 def shm_segments(name: str) -> list[str]:
     """Entries of /dev/shm belonging to tree `name` (control block and pinned levels)."""
-    head = f"{SEGMENT_PREFIX}{name}."
-    try:
-        return sorted(e for e in os.listdir(SHM_DIR) if e.startswith(head))
-    except OSError:
-        return []
+    return tree_segments(name)
 
 
 def remove_shm_segments(name: str) -> list[str]:

@@ -272,13 +272,9 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 def shm_leftovers(name: str) -> list[str]:
     """/dev/shm entries still carrying the tree name `name`."""
-    from .segments import SEGMENT_PREFIX, SHM_DIR
+    from .segments import tree_segments
 
-    head = f"{SEGMENT_PREFIX}{name}."
-    try:
-        return sorted(e for e in os.listdir(SHM_DIR) if e.startswith(head))
-    except OSError:
-        return []
+    return tree_segments(name)
 
 
 # -- the run ----------------------------------------------------------------------------------

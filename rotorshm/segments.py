@@ -32,14 +32,21 @@ def unlink_segment(name: str) -> bool:
     return True
 
 
-def stale_segments(name: str) -> list[str]:
-    """Names of existing segments belonging to tree `name` (any epoch), where listable (Linux)."""
+def tree_segments(name: str) -> list[str]:
+    """Sorted /dev/shm entries of tree `name` (control block and every epoch's levels).
+
+    Empty where /dev/shm cannot be listed (not Linux).
+    """
+    head = f"{SEGMENT_PREFIX}{name}."
     try:
-        entries = os.listdir(SHM_DIR)
+        return sorted(e for e in os.listdir(SHM_DIR) if e.startswith(head))
     except OSError:
         return []
-    head = f"{SEGMENT_PREFIX}{name}."
-    return ["/" + e for e in entries if e.startswith(head)]
+
+
+def stale_segments(name: str) -> list[str]:
+    """POSIX names of existing segments belonging to tree `name` (any epoch)."""
+    return ["/" + e for e in tree_segments(name)]
 
 
 class ShmLevel(_ReservedLevel):

@@ -33,10 +33,9 @@ from typing import Any
 import rotorshm
 from rotorshm import LeanIMT
 from rotorshm.protocol import OP_HELLO, reachable_path, recv_frame
+from rotorshm.segments import SHM_DIR, tree_segments
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHM_DIR = "/dev/shm"
-SEGMENT_PREFIX = "rotorshm."
 
 #: Generous guard for anything that waits on another process (never a speed assertion).
 TIMEOUT = 30.0
@@ -84,11 +83,7 @@ def reference_roots(sizes: Iterable[int], arity: int,
 
 def segments_of(name: str) -> list[str]:
     """Entries of /dev/shm belonging to tree `name` (control block and pinned levels)."""
-    head = f"{SEGMENT_PREFIX}{name}."
-    try:
-        return sorted(e for e in os.listdir(SHM_DIR) if e.startswith(head))
-    except OSError:
-        return []
+    return tree_segments(name)
 
 
 def unlink_segments(name: str) -> list[str]:
