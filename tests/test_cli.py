@@ -192,10 +192,17 @@ def test_insert_validates_everything_first(serve: Callable[..., Daemon],
     bad.write_text(good + "zz" * 32 + "\n")
     res = rsm("insert", str(d.dir), str(bad))
     assert res.returncode == 2 and "line 6" in res.stderr
-    res = rsm("insert", str(d.dir), stdin="\n\n")
-    assert res.returncode == 0 and "nothing inserted" in res.stderr
+    # Empty input is a no-op that reports the tree as it is (as LeanIMT.insert_many([])).
+    out = json.loads(ok(rsm("insert", str(d.dir), "--json", stdin="\n\n")))
+    assert (out["inserted"], out["size"], out["root"]) == (0, 0, None)
     status = json.loads(ok(rsm("status", d.name, "--json")))
     assert status["size"] == 0 and status["root"] is None  # nothing was submitted
+    ok(rsm("insert", str(d.dir), stdin=good))
+    out = json.loads(ok(rsm("insert", str(d.dir), "--json", "--durable", stdin="")))
+    assert (out["inserted"], out["size"], out["durable"]) == (0, 5, True)
+    assert out["root"] == root_hex(leaves(5))
+    res = rsm("insert", str(d.dir), stdin="")
+    assert res.returncode == 0 and "inserted: 0 leaves" in res.stdout and "size: 5" in res.stdout
     res = rsm("insert", str(tmp_path / "nowhere"), stdin=good)
     assert res.returncode == 1 and "no writer daemon" in res.stderr
 
