@@ -270,10 +270,10 @@ def serve_argv(*args: str) -> list[str]:
 
 
 def scenario_argv(name: str, *args: str) -> list[str]:
-    """argv of a child running scenario `name` (``python -m bench.NAME ARGS``) from this
-    very bench package and rotorshm, whatever the working directory."""
+    """argv of a child calling scenario `name`'s ``run(ARGS)`` from this very bench package
+    and rotorshm, whatever the working directory."""
     package = sys.modules[__package__ or "bench"]
-    return python_argv(f"{package.__name__}.{name}", *args, pin=(package,))
+    return python_argv(f"{package.__name__}.{name}:run", *args, pin=(package,))
 
 
 def shm_segments(name: str) -> list[str]:

@@ -3,10 +3,11 @@
 ``python -m rotorshm`` (and ``-c``) put the working directory first on ``sys.path``: run
 from a source checkout, the child would import the checkout's ``rotorshm/`` (which has no
 compiled helper unless built in place) instead of the installed package its parent runs.
-So a child runs a short bootstrap instead: the working-directory entry of its ``sys.path``
-is replaced by the directories this process imported rotorshm (and any other pinned
-package) from, then the module runs as ``-m`` would run it. Grandchildren started with
-multiprocessing's "spawn" inherit that ``sys.path``, so they are pinned too.
+So a child runs a short bootstrap instead. It imports rotorshm (and any other pinned
+package) from the exact ``__init__`` file this process imported, before anything else can
+look for it, and replaces the working-directory entry of ``sys.path`` by the directories
+those packages came from, so that grandchildren started with multiprocessing's "spawn"
+(which inherit ``sys.path``) find the same files. Then it runs the module as ``-m`` would.
 """
 
 from __future__ import annotations
@@ -16,30 +17,48 @@ import os
 import sys
 from types import ModuleType
 
-# argv[1]: JSON list of directories to search first; argv[2]: the module to run as __main__.
-_BOOT = ("import json, runpy, sys; sys.path[0:1] = json.loads(sys.argv.pop(1)); "
-         "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
+# argv[1]: JSON [directories to search first, [[package, its __init__ file], ...]];
+# argv[2]: the module to run as __main__, or "module:function" to call function(argv).
+_BOOT = """\
+import importlib, importlib.util, json, os, runpy, sys
+_roots, _pins = json.loads(sys.argv.pop(1))
+sys.path[0:1] = _roots
+for _name, _init in _pins:
+    _spec = importlib.util.spec_from_file_location(
+        _name, _init, submodule_search_locations=[os.path.dirname(_init)])
+    _mod = importlib.util.module_from_spec(_spec)
+    sys.modules[_name] = _mod
+    _spec.loader.exec_module(_mod)
+_target = sys.argv.pop(1)
+if ":" in _target:
+    _module, _function = _target.split(":")
+    getattr(importlib.import_module(_module), _function)(sys.argv[1:])
+else:
+    runpy.run_module(_target, run_name="__main__", alter_sys=True)
+"""
 
 
-def package_root(package: ModuleType) -> str:
-    """The directory holding `package` (the sys.path entry it was imported from)."""
-    init: str | None = getattr(package, "__file__", None)
+def _top_init(package: ModuleType) -> tuple[str, str]:
+    """(name, __init__ file) of the top-level package that `package` belongs to."""
+    top = sys.modules[package.__name__.partition(".")[0]]
+    init: str | None = getattr(top, "__file__", None)
     if not init or not os.path.basename(init).startswith("__init__."):
-        raise ValueError(f"{package.__name__} is not a regular package with an __init__ file")
-    depth = package.__name__.count(".") + 1
-    root = os.path.abspath(init)
-    for _ in range(depth + 1):
-        root = os.path.dirname(root)
-    return root
+        raise ValueError(f"{top.__name__} is not a regular package with an __init__ file")
+    return top.__name__, os.path.abspath(init)
 
 
 def python_argv(module: str, *args: str, pin: tuple[ModuleType, ...] = ()) -> list[str]:
     """argv that runs ``python -m MODULE ARGS...`` with rotorshm (and `pin`) imported from
-    the same files as in this process, whatever the child's working directory."""
+    the same files as in this process, whatever the child's working directory.
+
+    MODULE may also be ``"module:function"``: the child calls ``function(list_of_args)``.
+    """
     import rotorshm
 
-    roots = list(dict.fromkeys(package_root(p) for p in (rotorshm, *pin)))
-    return [sys.executable, "-c", _BOOT, json.dumps(roots), module, *args]
+    pins = dict(_top_init(p) for p in (rotorshm, *pin))
+    roots = list(dict.fromkeys(os.path.dirname(os.path.dirname(i)) for i in pins.values()))
+    boot = json.dumps([roots, list(pins.items())])
+    return [sys.executable, "-c", _BOOT, boot, module, *args]
 
 
 def rotorshm_argv(*args: str) -> list[str]:

@@ -114,7 +114,7 @@ def test_first_readme_command_from_the_project_root(
 def test_demo_and_bench_with_the_source_tree_on_pythonpath(
         newcomer: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     clone, env = newcomer
-    if sh("command -v rotorshm", clone, env).returncode != 0:
+    if not (Path(env["VIRTUAL_ENV"]) / "bin" / "rotorshm").exists():  # run alone
         res = sh("pip install .", clone, env)
         assert res.returncode == 0, res.stdout + res.stderr
     on_path = dict(env, PYTHONPATH=str(clone))
