@@ -527,5 +527,5 @@ def _half_created_owner(seg_name: str) -> int | None:
             return -1  # cannot read it: treat as owned, never clobber it
     if pid:  # stored before the magic: its creator decides
         return pid if pid_alive(pid) else None
-    age_ns = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns)
+    age_ns = time.time_ns() - st.st_mtime_ns  # creation, sizing and writes all set it
     return -1 if age_ns < HEARTBEAT_STALE_NS else None
