@@ -444,9 +444,8 @@ class ControlBlock:
     def _wait(self, off: int, check: Check, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._closing:
+            if not self._enter(raise_closed=False):
                 return False  # closed under us (e.g. a reader's reattach): stop waiting
-            self._enter()
             try:
                 word = self.words.load_u32(off)
             finally:
