@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import crc32c
 
+from .durable_io import DurableIO
 from .errors import ConfigMismatch, CorruptionError
 from .hashing import NODE_SIZE, level_lengths
-from .levels import CHUNK_BYTES, CHUNK_NODES, SHARD_CHUNKS, Level, fsync_dir, shard_name
+from .levels import CHUNK_BYTES, CHUNK_NODES, SHARD_CHUNKS, Level, shard_name
 
 FORMAT_VERSION = 1
 HEADER_FILE = "header.bin"
@@ -44,27 +45,18 @@ def crc_name(index: int) -> str:
     return f"shard_{index:04d}.crc"
 
 
-def atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes, io: DurableIO | None = None) -> None:
     """Replace `path` with `data`: write a temp file, fsync, rename, fsync the directory."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(os.path.dirname(path) or ".")
+    (io or DurableIO(path)).atomic_write(path, data)
 
 
 # -- header ---------------------------------------------------------------------------------
 
-def write_header(data_dir: str, arity: int, max_depth: int) -> None:
+def write_header(data_dir: str, arity: int, max_depth: int, io: DurableIO | None = None) -> None:
     """Create header.bin for a new tree."""
     body = _HEADER.pack(_HEADER_MAGIC, FORMAT_VERSION, arity, max_depth, CHUNK_NODES, SHARD_CHUNKS)
-    atomic_write(os.path.join(data_dir, HEADER_FILE), body + struct.pack("<I", crc32c.crc32c(body)))
+    atomic_write(os.path.join(data_dir, HEADER_FILE),
+                 body + struct.pack("<I", crc32c.crc32c(body)), io)
 
 
 def _read_framed(path: str, min_body: int, what: str) -> bytes | None:
@@ -149,9 +141,10 @@ class CheckpointMeta:
         return body + struct.pack("<I", crc32c.crc32c(body))
 
 
-def write_meta(data_dir: str, meta: CheckpointMeta, arity: int, max_depth: int) -> None:
+def write_meta(data_dir: str, meta: CheckpointMeta, arity: int, max_depth: int,
+               io: DurableIO | None = None) -> None:
     """Atomically replace checkpoint.meta."""
-    atomic_write(os.path.join(data_dir, META_FILE), meta.encode(arity, max_depth))
+    atomic_write(os.path.join(data_dir, META_FILE), meta.encode(arity, max_depth), io)
 
 
 def read_meta(data_dir: str, arity: int) -> CheckpointMeta | None:
@@ -194,24 +187,23 @@ def write_crcs(directory: str, level: Level, old_end: int, new_end: int) -> None
     first = old_end // CHUNK_NODES
     if new_end // CHUNK_NODES <= first:
         return
+    io = level.io or DurableIO(directory)
     packed = _chunk_crcs(level, first, new_end)
-    os.makedirs(directory, exist_ok=True)
+    io.makedirs(directory)
     count = len(packed) // 4
     c = first
     while c < first + count:
         shard, within = divmod(c, SHARD_CHUNKS)
         n = min(SHARD_CHUNKS - within, first + count - c)
         path = os.path.join(directory, crc_name(shard))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = io.create_file(path, os.O_WRONLY)  # a new file's entry is fsynced at once
         try:
             piece = packed[(c - first) * 4 : (c - first + n) * 4]
-            if os.pwrite(fd, piece, within * 4) != len(piece):
-                raise OSError(28, "short write of chunk CRCs")
-            os.fdatasync(fd)
+            io.pwrite(fd, piece, within * 4, path)
+            io.fdatasync(fd, path)
         finally:
             os.close(fd)
         c += n
-    fsync_dir(directory)
 
 
 def verify_crcs(directory: str, level: Level, immutable_end: int) -> None:

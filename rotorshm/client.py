@@ -8,7 +8,7 @@ import os
 import socket
 from types import TracebackType
 
-from .errors import AccessDenied, ProtocolError, TreeClosed, WriterUnavailable
+from .errors import AccessDenied, ProtocolError, TreeClosed, WriterGone, WriterUnavailable
 from .protocol import (
     OK_BODY,
     OP_ERROR,
@@ -91,14 +91,25 @@ class Client:
 
     def _control(self) -> ControlBlock:
         if self._ctl is None:
-            self._ctl = ControlBlock.attach(self.name)
+            ctl = ControlBlock.attach(self.name)
+            if ctl.epoch != self.epoch:
+                # Another writer publishes the name now: its sequence numbers say nothing
+                # about the records the writer we talked to acknowledged.
+                ctl.close()
+                raise WriterGone(
+                    f"the writer of {self.name!r} that this client connected to (epoch "
+                    f"{self.epoch:#x}) is gone; a new writer publishes the tree now"
+                )
+            self._ctl = ctl
         return self._ctl
 
     def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
         """Block until WAL record `seq` is durable; False on timeout or if the writer died.
 
         Asks the daemon for an immediate fsync, then sleeps on the shared durable word
-        (a futex) instead of polling.
+        (a futex) instead of polling. StorePoisoned if the daemon lost durability (a sync
+        failed) before `seq` was durable; WriterGone if the writer this client connected
+        to was replaced before the first wait.
         """
         ctl = self._control()
         if ctl.durable_seq >= seq:

@@ -61,3 +61,12 @@ class AccessDenied(RotorError, PermissionError):
 
 class ProtocolError(RotorError):
     """A peer sent a malformed frame on the daemon socket."""
+
+
+class StorePoisoned(RotorError):
+    """A sync (fsync, fdatasync, msync) failed: durability can no longer be guaranteed.
+
+    The store (and a daemon serving it) refuses every write and every durability wait
+    from then on; only reopening the tree, which recovers from the WAL on disk, clears it.
+    Records acknowledged durable before the failure stay durable.
+    """

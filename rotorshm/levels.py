@@ -4,14 +4,21 @@ The tree algorithm only calls `reserve`, `read`, `write` and `node`; a level in 
 in mmap'd shard files or in shared-memory segments differs only in how a region is
 obtained (`_open_region`). Regions are never moved once handed out, which is what lets
 a snapshot keep reading immutable nodes while the writer appends.
+
+Thread safety: any number of threads may read a level (through snapshots) while one
+thread writes it; growing the region list (a writer's `reserve`, a reader mapping a
+region it has not seen yet) happens under a per-level lock, so two threads never map the
+same region index twice or append regions out of order.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import threading
 from abc import ABC, abstractmethod
 
+from .durable_io import DurableIO
 from .errors import IndexOutOfRange, StorageFull
 
 NODE_SIZE = 32
@@ -24,14 +31,17 @@ SHARD_BYTES = CHUNK_BYTES * SHARD_CHUNKS
 class Level(ABC):
     """One level's nodes, addressed by index, stored in regions of `region_chunks` chunks."""
 
-    __slots__ = ("level", "region_chunks", "_region_bytes", "_regions", "_ready")
+    __slots__ = ("level", "region_chunks", "io", "_region_bytes", "_regions", "_ready",
+                 "_grow_lock")
 
-    def __init__(self, level: int, region_chunks: int) -> None:
+    def __init__(self, level: int, region_chunks: int, io: DurableIO | None = None) -> None:
         self.level = level
         self.region_chunks = region_chunks
+        self.io = io  # the store's durable-I/O door (None: a level nobody persists)
         self._region_bytes = region_chunks * CHUNK_BYTES
         self._regions: list[memoryview] = []
         self._ready = 0  # nodes known to have storage: reserve() returns at once below it
+        self._grow_lock = threading.Lock()
 
     @abstractmethod
     def _open_region(self, index: int, create: bool) -> memoryview:
@@ -43,10 +53,11 @@ class Level(ABC):
 
     def close(self) -> None:
         """Drop every region view."""
-        for mv in self._regions:
-            mv.release()
-        self._regions.clear()
-        self._ready = 0
+        with self._grow_lock:
+            for mv in self._regions:
+                mv.release()
+            self._regions.clear()
+            self._ready = 0
 
     @property
     def capacity(self) -> int:
@@ -59,10 +70,11 @@ class Level(ABC):
             return
         need = -(-nodes * NODE_SIZE // self._region_bytes)
         regions = self._regions
-        while len(regions) < need:
-            regions.append(self._open_region(len(regions), True))
-        self._allocate(nodes * NODE_SIZE)
-        self._ready = nodes
+        with self._grow_lock:
+            while len(regions) < need:
+                regions.append(self._open_region(len(regions), True))
+            self._allocate(nodes * NODE_SIZE)
+            self._ready = nodes
 
     def _allocate(self, nbytes: int) -> None:  # noqa: B027 - optional hook
         """Really reserve the first `nbytes` bytes of the level (no-op for process memory)."""
@@ -74,9 +86,12 @@ class Level(ABC):
 
     def _region(self, index: int) -> memoryview:
         regions = self._regions
-        while len(regions) <= index:
-            regions.append(self._open_region(len(regions), False))
-        return regions[index]
+        if index < len(regions):
+            return regions[index]
+        with self._grow_lock:  # another thread may be mapping the same region right now
+            while len(regions) <= index:
+                regions.append(self._open_region(len(regions), False))
+            return regions[index]
 
     def read(self, start: int, count: int) -> bytes:
         """Nodes start..start+count-1 as one bytes object."""
@@ -157,8 +172,10 @@ class _ReservedLevel(Level):
 
     __slots__ = ("writable", "_fds", "_maps", "_reserved")
 
-    def __init__(self, level: int, writable: bool) -> None:
-        super().__init__(level, SHARD_CHUNKS)
+    def __init__(self, level: int, writable: bool, io: DurableIO | None = None) -> None:
+        if writable and io is None:
+            io = DurableIO(f"level {level}")
+        super().__init__(level, SHARD_CHUNKS, io)
         self.writable = writable
         self._fds: list[int] = []
         self._maps: list[mmap.mmap] = []
@@ -168,12 +185,24 @@ class _ReservedLevel(Level):
     def _open_fd(self, index: int, create: bool) -> int:
         """File descriptor of region `index` (sized to SHARD_BYTES when created)."""
 
+    @abstractmethod
+    def _where(self, index: int) -> str:
+        """Path (or segment name) of region `index`, for the I/O door and messages."""
+
     def _open_region(self, index: int, create: bool) -> memoryview:
         fd = self._open_fd(index, create and self.writable)
         try:
             if self.writable:
                 if os.fstat(fd).st_size < SHARD_BYTES:
-                    os.ftruncate(fd, SHARD_BYTES)
+                    assert self.io is not None
+                    where = self._where(index)
+                    try:
+                        self.io.ftruncate(fd, SHARD_BYTES, where)
+                    except StorageFull as exc:
+                        raise StorageFull(
+                            exc.errno, f"level {self.level}: cannot reserve {where}: "
+                            f"{os.strerror(exc.errno or 0)}"
+                        ) from exc
                 m = mmap.mmap(fd, SHARD_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             else:
                 m = mmap.mmap(fd, SHARD_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
@@ -192,8 +221,9 @@ class _ReservedLevel(Level):
         while pos < target:
             r, off = divmod(pos, SHARD_BYTES)
             n = min(SHARD_BYTES - off, target - pos)
+            assert self.io is not None
             try:
-                os.posix_fallocate(self._fds[r], off, n)
+                self.io.fallocate(self._fds[r], off, n, self._where(r))
             except OSError as exc:
                 raise StorageFull(
                     exc.errno, f"level {self.level}: cannot reserve {n} bytes: {exc.strerror}"
@@ -202,25 +232,32 @@ class _ReservedLevel(Level):
             self._reserved = pos
 
     def flush_range(self, start: int, end: int) -> None:
-        """Write nodes start..end-1 back to their files and fdatasync them (msync + fdatasync)."""
+        """Write nodes start..end-1 back to their files and fdatasync them (msync + fdatasync).
+
+        Either failing poisons the store (durable_io): the pages' error state is gone.
+        """
+        io = self.io
+        assert io is not None
         lo, hi = start * NODE_SIZE, end * NODE_SIZE
         page = mmap.PAGESIZE
         while lo < hi:
             r, off = divmod(lo, SHARD_BYTES)
             n = min(SHARD_BYTES - off, hi - lo)
             a = off - off % page
-            self._maps[r].flush(a, off + n - a)
-            os.fdatasync(self._fds[r])
+            where = self._where(r)
+            io.msync(self._maps[r], a, off + n - a, where)
+            io.fdatasync(self._fds[r], where)
             lo += n
 
     def close(self) -> None:
         super().close()
-        for m in self._maps:
-            m.close()
-        for fd in self._fds:
-            os.close(fd)
-        self._maps.clear()
-        self._fds.clear()
+        with self._grow_lock:
+            for m in self._maps:
+                m.close()
+            for fd in self._fds:
+                os.close(fd)
+            self._maps.clear()
+            self._fds.clear()
 
 
 def shard_name(index: int) -> str:
@@ -233,31 +270,23 @@ class FileLevel(_ReservedLevel):
 
     __slots__ = ("directory", "mode")
 
-    def __init__(self, level: int, directory: str, writable: bool, mode: int = 0o600) -> None:
-        super().__init__(level, writable)
+    def __init__(self, level: int, directory: str, writable: bool, mode: int = 0o600,
+                 io: DurableIO | None = None) -> None:
+        super().__init__(level, writable, io)
         self.directory = directory
         self.mode = mode
 
+    def _where(self, index: int) -> str:
+        return os.path.join(self.directory, shard_name(index))
+
     def _open_fd(self, index: int, create: bool) -> int:
-        path = os.path.join(self.directory, shard_name(index))
+        path = self._where(index)
         if not create:
             flags = os.O_RDWR if self.writable else os.O_RDONLY
             try:
                 return os.open(path, flags | os.O_CLOEXEC)
             except FileNotFoundError:
                 raise IndexOutOfRange(f"level {self.level}: shard {path} does not exist") from None
-        os.makedirs(self.directory, exist_ok=True)
-        existed = os.path.exists(path)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
-        if not existed:
-            fsync_dir(self.directory)
-        return fd
-
-
-def fsync_dir(path: str) -> None:
-    """fsync a directory so that entries created or renamed in it survive a crash."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        assert self.io is not None
+        self.io.makedirs(self.directory)
+        return self.io.create_file(path, os.O_RDWR, self.mode)

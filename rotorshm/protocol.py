@@ -20,6 +20,7 @@ from .errors import (
     ProtocolError,
     RotorError,
     StorageFull,
+    StorePoisoned,
     TreeClosed,
     WriterUnavailable,
 )
@@ -39,6 +40,7 @@ OP_ERROR = 0x11
 
 _ERROR_CODES: list[type[RotorError]] = [
     RotorError, InvalidLeaf, CapacityExceeded, StorageFull, TreeClosed, ProtocolError,
+    StorePoisoned,  # append new codes at the end: the numbers are on the wire
 ]
 
 

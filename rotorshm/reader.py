@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from types import TracebackType
 
@@ -16,6 +17,31 @@ from .store import DATA_DIR
 GIVE_UP_AFTER = 2.0  # seconds a live writer may hold the seqlock before we stop waiting
 
 
+class _Attachment:
+    """One writer epoch as a reader sees it: its control block and the level mappings.
+
+    Replaced as a whole by reattach(), so a call that started on one attachment finishes
+    on it; `lock` serialises growing the level list and mapping pinned regions.
+    """
+
+    __slots__ = ("ctl", "arity", "pin", "data_dir", "prefix", "levels", "mapped_size", "lock")
+
+    def __init__(self, ctl: ControlBlock) -> None:
+        self.ctl = ctl
+        self.arity = ctl.arity
+        self.pin = ctl.pin_above_level
+        self.data_dir = f"{ctl.directory}/{DATA_DIR}"
+        self.prefix = ctl.segment_prefix
+        self.levels: list[Level] = []
+        self.mapped_size = 0  # pinned regions are mapped for every size up to this
+        self.lock = threading.Lock()
+
+    def new_level(self, level: int) -> Level:
+        if level >= self.pin:
+            return ShmLevel(level, self.prefix, writable=False)
+        return FileLevel(level, level_dir(self.data_dir, level), writable=False)
+
+
 class Reader:
     """A read-only view of a tree published by a writer daemon.
 
@@ -23,39 +49,43 @@ class Reader:
     seqlock copy of O(depth) bytes plus the shared mappings. If the writer dies, the
     reader keeps serving its last snapshot and reports `writer_alive == False`;
     `reattach()` follows a restarted writer (new epoch).
+
+    A Reader (and its snapshots) may be shared by threads: each seqlock copy goes into a
+    buffer of its own call, level growth is locked, and reattach()/close() unmap the
+    control block only once the calls in flight on it have left.
     """
 
     def __init__(self, name: str) -> None:
         self.name = check_name(name)
-        self._ctl: ControlBlock | None = None
-        self._levels: list[Level] = []
+        self._att: _Attachment | None = None
         self._last: Snapshot | None = None
         self._attach()
 
     def _attach(self) -> None:
-        ctl = ControlBlock.attach(self.name)
-        self._ctl = ctl
-        self._arity = ctl.arity
-        self._pin = ctl.pin_above_level
-        self._data_dir = f"{ctl.directory}/{DATA_DIR}"
-        self._prefix = ctl.segment_prefix
-        self._levels = []
-        self._mapped_size = 0  # pinned regions are mapped for every size up to this
+        self._att = _Attachment(ControlBlock.attach(self.name))
+
+    @property
+    def _ctl(self) -> ControlBlock | None:
+        att = self._att
+        return None if att is None else att.ctl
+
+    @property
+    def _levels(self) -> list[Level]:
+        att = self._att
+        return [] if att is None else att.levels
+
+    def _attachment(self) -> _Attachment:
+        att = self._att
+        if att is None:
+            raise TreeClosed(f"reader of {self.name!r} is closed")
+        return att
 
     def _control(self) -> ControlBlock:
-        if self._ctl is None:
-            raise TreeClosed(f"reader of {self.name!r} is closed")
-        return self._ctl
-
-    def _new_level(self, level: int) -> Level:
-        if level >= self._pin:
-            return ShmLevel(level, self._prefix, writable=False)
-        return FileLevel(level, level_dir(self._data_dir, level), writable=False)
+        return self._attachment().ctl
 
     # -- snapshots -----------------------------------------------------------------------------
 
-    def _read(self) -> Published | None:
-        ctl = self._control()
+    def _read(self, ctl: ControlBlock) -> Published | None:
         state = ctl.read_state()
         if state is not None:
             return state
@@ -73,32 +103,42 @@ class Reader:
 
     def snapshot(self) -> Snapshot:
         """A consistent, O(depth) snapshot; the last good one if the writer is gone."""
-        state = self._read()
+        att = self._attachment()
+        try:
+            state = self._read(att.ctl)
+        except WriterGone:
+            if self._att is att or self._att is None:
+                raise
+            return self.snapshot()  # reattached meanwhile: read from the new writer
         if state is None:
             if self._last is not None:
                 return self._last
             raise WriterGone(f"the writer of {self.name!r} died inside a publication")
-        levels = self._levels
+        levels = att.levels
         lengths = state.lengths
-        while len(levels) < len(lengths):
-            levels.append(self._new_level(len(levels)))
-        # Pinned levels live in segments that the writer unlinks when it stops (and a new
-        # writer unlinks after a crash): map what this snapshot covers now, so that it stays
-        # readable for as long as it is held. Shard files are never removed: no-op for them.
-        if state.size > self._mapped_size:
-            if not self._map_pinned(lengths):
-                if self._last is not None:
-                    return self._last
-                raise WriterGone(f"the writer of {self.name!r} has stopped")
-            self._mapped_size = state.size
-        snap = Snapshot(levels, self._arity, state.size, lengths, state.frontier)
+        if len(levels) < len(lengths) or state.size > att.mapped_size:
+            with att.lock:
+                while len(levels) < len(lengths):
+                    levels.append(att.new_level(len(levels)))
+                # Pinned levels live in segments that the writer unlinks when it stops (and
+                # a new writer unlinks after a crash): map what this snapshot covers now, so
+                # that it stays readable for as long as it is held. Shard files are never
+                # removed: no-op for them.
+                if state.size > att.mapped_size:
+                    if not self._map_pinned(att, lengths):
+                        if self._last is not None:
+                            return self._last
+                        raise WriterGone(f"the writer of {self.name!r} has stopped")
+                    att.mapped_size = state.size
+        snap = Snapshot(levels, att.arity, state.size, lengths, state.frontier)
         self._last = snap
         return snap
 
-    def _map_pinned(self, lengths: tuple[int, ...]) -> bool:
+    @staticmethod
+    def _map_pinned(att: _Attachment, lengths: tuple[int, ...]) -> bool:
         """Map the pinned levels' regions through `lengths`; False if a segment is gone."""
-        levels = self._levels
-        for lvl in range(self._pin, len(lengths)):
+        levels = att.levels
+        for lvl in range(att.pin, len(lengths)):
             level = levels[lvl]
             if level.capacity < lengths[lvl]:
                 try:
@@ -141,7 +181,11 @@ class Reader:
         return self._control().wait_change(lambda: self.snapshot().root == root, timeout)
 
     def reattach(self) -> None:
-        """Follow a restarted writer (new epoch). Old snapshots stay usable until dropped."""
+        """Follow a restarted writer (new epoch). Old snapshots stay usable until dropped.
+
+        Safe while other threads use the reader: the old control block is unmapped only
+        once the calls in flight on it have left (see ControlBlock.close).
+        """
         old = self._control()
         self._attach()
         old.close()
@@ -151,9 +195,9 @@ class Reader:
 
     def close(self) -> None:
         """Unmap the control block; idempotent. Snapshots taken before stay readable."""
-        if self._ctl is not None:
-            self._ctl.close()
-            self._ctl = None
+        att, self._att = self._att, None
+        if att is not None:
+            att.ctl.close()
 
     def __enter__(self) -> Reader:
         return self

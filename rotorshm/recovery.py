@@ -1,4 +1,14 @@
-"""Open-time recovery: load the checkpoint into the levels, verify it, replay the WAL."""
+"""Open-time recovery: load the checkpoint into the levels, verify it, replay the WAL.
+
+Readers of the previous writer may still hold snapshots over the same shard files while
+we recover, and a snapshot reads every node below its level's last one from the shared
+mapping. So recovery writes **only final values** into shared storage: the checkpoint's
+frontier (the last node of each level, possibly a partial group at checkpoint time) and
+the last node each replayed batch leaves per level are kept privately (`_HeldEdge`) and
+written only once nothing will rewrite them (the next batch starts past them, or replay
+is over). Every other node a batch writes is final, and equals what the previous writer
+had there: the WAL replays the same leaves in the same order.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +24,7 @@ from .tree import TreeCore
 from .wal import ScanResult
 
 _VERIFY_WINDOW = 1 << 16  # parents recomputed per step while verifying
+REPLAY_BATCH_BYTES = 8 << 20  # WAL payload bytes applied per replay step
 _SHARD_NODES = SHARD_CHUNKS * CHUNK_NODES
 
 
@@ -44,14 +55,16 @@ def load_pinned(data_dir: str, level: ShmLevel, count: int) -> None:
 
 
 def restore(core: TreeCore, data_dir: str, meta: CheckpointMeta) -> None:
-    """Put the checkpointed tree into `core`'s levels (already created by its factory)."""
+    """Put the checkpointed tree into `core`'s levels (already created by its factory).
+
+    The frontier (the meta copy rules: the writer may have rewritten those nodes after
+    the checkpoint) stays in `core.state` only; `replay` writes it to storage once final.
+    """
     core.restore(meta.size, meta.frontier)
-    for lvl, (length, node) in enumerate(zip(meta.lengths, meta.frontier, strict=True)):
+    for lvl, length in enumerate(meta.lengths):
         level = core.levels[lvl]
         if isinstance(level, ShmLevel):
             load_pinned(data_dir, level, length - 1)
-        # The writer may have rewritten the frontier after the checkpoint; the meta copy rules.
-        level.write(length - 1, node)
 
 
 def verify(core: TreeCore, data_dir: str, meta: CheckpointMeta,
@@ -104,9 +117,64 @@ def verify(core: TreeCore, data_dir: str, meta: CheckpointMeta,
         raise CorruptionError(f"{data_dir}: recomputed root differs from the checkpoint's root")
 
 
+class _HeldEdge(Level):
+    """A level seen through replay: its last written node is held back until it is final.
+
+    TreeCore writes each level in one run per batch ending at the level's last node; that
+    node is the only one a later batch may rewrite. It is held here (and served to reads)
+    and written to the real level once a write starts past it, or at `release()`.
+    """
+
+    __slots__ = ("inner", "_held")
+
+    def __init__(self, inner: Level, held: tuple[int, bytes] | None) -> None:
+        super().__init__(inner.level, inner.region_chunks)
+        self.inner = inner
+        self._held = held
+
+    def _open_region(self, index: int, create: bool) -> memoryview:  # pragma: no cover
+        raise AssertionError("a held level never maps regions itself")
+
+    def reserve(self, nodes: int) -> None:
+        self.inner.reserve(nodes)
+
+    def read(self, start: int, count: int) -> bytes:
+        out = self.inner.read(start, count)
+        held = self._held
+        if held is not None and start <= held[0] < start + count:
+            k = (held[0] - start) * NODE_SIZE
+            out = out[:k] + held[1] + out[k + NODE_SIZE :]
+        return out
+
+    def node(self, index: int) -> bytes:
+        held = self._held
+        if held is not None and held[0] == index:
+            return held[1]
+        return self.inner.node(index)
+
+    def write(self, start: int, data: bytes | memoryview) -> None:
+        held = self._held
+        if held is not None and held[0] < start:
+            self.inner.write(held[0], held[1])  # nothing rewrites it any more: final
+        if len(data) > NODE_SIZE:
+            self.inner.write(start, memoryview(data)[:-NODE_SIZE])
+        self._held = (start + len(data) // NODE_SIZE - 1, bytes(data[-NODE_SIZE:]))
+
+    def release(self) -> Level:
+        """Write the held node (final now) and return the real level."""
+        if self._held is not None:
+            self.inner.write(*self._held)
+            self._held = None
+        return self.inner
+
+
 def replay(core: TreeCore, scan: ScanResult, after_seq: int, wal_path: str,
            progress: ProgressCallback | None) -> int:
-    """Apply WAL records newer than the checkpoint, in merged batches; return the last seq."""
+    """Apply WAL records newer than the checkpoint, in merged batches; return the last seq.
+
+    Expects `core` as `restore` left it (or empty): its frontier is not in storage yet.
+    Storage only ever receives final values (see the module doc).
+    """
     records = [r for r in scan.records if r.seq > after_seq]
     if records and records[0].seq != after_seq + 1:
         raise CorruptionError(
@@ -114,17 +182,32 @@ def replay(core: TreeCore, scan: ScanResult, after_seq: int, wal_path: str,
             f"expected {after_seq + 1} (records are missing)"
         )
     total = sum(len(r.payload) for r in records) // NODE_SIZE
-    done = 0
-    batch: list[bytes] = []
-    pending = 0
-    for i, rec in enumerate(records):
-        batch.append(rec.payload)
-        pending += len(rec.payload)
-        if pending >= (8 << 20) or i == len(records) - 1:
-            data = b"".join(batch)
-            core.append(data)
-            done += len(data) // NODE_SIZE
-            _report(progress, "replay", done, total)
-            batch.clear()
-            pending = 0
+    core.check_room(total)
+    _, lengths, frontier = core.state
+    # Every level the replay needs exists before the levels are wrapped.
+    core.reserve(core.size + total)
+    real = list(core.levels)
+    core.levels[:] = [
+        _HeldEdge(lvl, (lengths[i] - 1, frontier[i]) if i < len(lengths) else None)
+        for i, lvl in enumerate(real)
+    ]
+    try:
+        done = 0
+        batch: list[bytes] = []
+        pending = 0
+        for i, rec in enumerate(records):
+            batch.append(rec.payload)
+            pending += len(rec.payload)
+            if pending >= REPLAY_BATCH_BYTES or i == len(records) - 1:
+                data = b"".join(batch)
+                core.append(data)
+                done += len(data) // NODE_SIZE
+                _report(progress, "replay", done, total)
+                batch.clear()
+                pending = 0
+        for held in core.levels:
+            assert isinstance(held, _HeldEdge)
+            held.release()
+    finally:
+        core.levels[:] = real
     return records[-1].seq if records else after_seq

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 
 import posix_ipc
 
+from .durable_io import DurableIO
 from .errors import IndexOutOfRange
 from .levels import _ReservedLevel
 
@@ -32,14 +34,26 @@ def unlink_segment(name: str) -> bool:
     return True
 
 
+def _segment_pattern(name: str) -> re.Pattern[str]:
+    """The exact entry names of tree `name`: its control block and `<epoch>.L<l>.S<i>` levels.
+
+    A bare prefix would also match the segments of a tree named `name.x` (a live tree of
+    another writer), so the whole shape is matched.
+    """
+    return re.compile(
+        rf"{re.escape(SEGMENT_PREFIX + name)}\.(?:ctl|[0-9a-f]{{16}}\.L[0-9]+\.S[0-9]+)"
+    )
+
+
 def tree_segments(name: str) -> list[str]:
     """Sorted /dev/shm entries of tree `name` (control block and every epoch's levels).
 
-    Empty where /dev/shm cannot be listed (not Linux).
+    Only names of exactly that shape: never the segments of another tree whose name
+    merely starts with `name.`. Empty where /dev/shm cannot be listed (not Linux).
     """
-    head = f"{SEGMENT_PREFIX}{name}."
+    pattern = _segment_pattern(name)
     try:
-        return sorted(e for e in os.listdir(SHM_DIR) if e.startswith(head))
+        return sorted(e for e in os.listdir(SHM_DIR) if pattern.fullmatch(e))
     except OSError:
         return []
 
@@ -54,14 +68,18 @@ class ShmLevel(_ReservedLevel):
 
     __slots__ = ("prefix", "mode", "created")
 
-    def __init__(self, level: int, prefix: str, writable: bool, mode: int = 0o600) -> None:
-        super().__init__(level, writable)
+    def __init__(self, level: int, prefix: str, writable: bool, mode: int = 0o600,
+                 io: DurableIO | None = None) -> None:
+        super().__init__(level, writable, io)
         self.prefix = prefix
         self.mode = mode
         self.created: list[str] = []
 
+    def _where(self, index: int) -> str:
+        return level_segment_name(self.prefix, self.level, index)
+
     def _open_fd(self, index: int, create: bool) -> int:
-        name = level_segment_name(self.prefix, self.level, index)
+        name = self._where(index)
         try:
             if create:
                 seg = posix_ipc.SharedMemory(name, posix_ipc.O_CREAT, mode=self.mode)

@@ -6,7 +6,7 @@ Layout (little-endian, every word naturally aligned; DESIGN.md §4):
     16    epoch u64                   24  writer pid u64
     32    heartbeat u64 (CLOCK_MONOTONIC ns, refreshed by the writer)
     40    state u64 (0 starting, 1 live, 2 stopped cleanly)
-    48    pin_above_level u32, pad
+    48    pin_above_level u32         52  flags u32 (bit 0: durability lost, see below)
     56    durable WAL sequence u64    64  durable futex word u32 (bumped on every advance)
     68    publish futex word u32 (bumped on every publication)
     72    directory path: length u32 + 1020 bytes utf-8
@@ -18,6 +18,14 @@ Layout (little-endian, every word naturally aligned; DESIGN.md §4):
 
 Only the C helper touches the seqlock counter and the words under it, with the orderings
 DESIGN.md §4 prescribes; Python only packs and parses private copies.
+
+The durable sequence only grows. If the writer's store is poisoned (a failed sync), it
+sets the durability-lost flag and wakes the durable futex: waiters for a sequence that
+is not durable yet get StorePoisoned instead of sleeping forever.
+
+Threads: a ControlBlock may be used from several threads at once. Every call that reads
+the mapping counts itself in-flight, and `close()` waits for in-flight calls to leave
+before it unmaps (long futex waits notice a pending close within one slice).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import threading
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -33,8 +42,8 @@ import posix_ipc
 
 from ._native import ffi, lib
 from .atomics import WAKE_ALL, SharedWords
-from .errors import AccessDenied, InvalidConfig, TreeLocked, WriterGone
-from .segments import SEGMENT_PREFIX, unlink_segment
+from .errors import AccessDenied, InvalidConfig, StorePoisoned, TreeLocked, WriterGone
+from .segments import SEGMENT_PREFIX, SHM_DIR, unlink_segment
 
 MAGIC = b"RSHMCTL1"
 LAYOUT_VERSION = 2
@@ -47,6 +56,7 @@ OFF_PID = 24
 OFF_HEARTBEAT = 32
 OFF_STATE = 40
 OFF_PIN = 48
+OFF_FLAGS = 52
 OFF_DURABLE = 56
 OFF_DURABLE_FUTEX = 64
 OFF_PUBLISH_FUTEX = 68
@@ -63,6 +73,8 @@ STATE_BYTES = _STATE_HEAD.size + _LEVEL_BYTES * MAX_LEVELS
 STATE_STARTING = 0
 STATE_LIVE = 1
 STATE_STOPPED = 2
+
+FLAG_DURABILITY_LOST = 1
 
 HEARTBEAT_PERIOD = 0.1
 HEARTBEAT_STALE_NS = 3_000_000_000
@@ -120,6 +132,8 @@ _FRONTIER_SLICES = [
     for n in range(MAX_LEVELS + 1)
 ]
 _tuple_new = tuple.__new__
+# Output buffers that C overwrites entirely before Python reads them: skip zeroing.
+_alloc_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 _SPARE_LEVELS = 2  # copied beyond the last level count seen, so growth rarely costs a re-read
 
 
@@ -136,10 +150,12 @@ class ControlBlock:
         self._base = base
         self._counter_ptr = base + OFF_SEQLOCK
         self._state_ptr = base + OFF_STATE_DATA
-        self._dst = ffi.new("char[]", STATE_BYTES)
-        self._seq_out = ffi.new("uint64_t *")
         self._copy_bytes = _state_bytes(_SPARE_LEVELS)
         self._closed = False
+        self._closing = False
+        self._users = 0  # calls in flight on the mapping (close() waits for them)
+        self._users_cv = threading.Condition(threading.Lock())
+        self._durable_lock = threading.Lock()  # writer: durable publications in order
 
     # -- creation and attachment -------------------------------------------------------------
 
@@ -173,6 +189,9 @@ class ControlBlock:
         try:
             os.posix_fallocate(seg.fd, 0, CTL_BYTES)
             m = mmap.mmap(seg.fd, CTL_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            unlink_segment(seg_name)  # e.g. /dev/shm is full: never leave a half-made block
+            raise
         finally:
             seg.close_fd()
         struct.pack_into("<IHH", m, OFF_VERSION, LAYOUT_VERSION, arity, max_depth)
@@ -203,9 +222,13 @@ class ControlBlock:
             m = mmap.mmap(seg.fd, CTL_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
         finally:
             seg.close_fd()
-        if struct.unpack_from("<Q", m, 0)[0] != int.from_bytes(MAGIC, "little"):
+        # The creator stores the magic last, with release ordering: an acquire load pairs
+        # with it, so every field read after a matching magic is the initialised one.
+        with SharedWords(m) as words:
+            magic = words.load_u64(0)
+        if magic != int.from_bytes(MAGIC, "little"):
             m.close()
-            raise WriterGone(f"{seg_name} is not a rotorshm control block")
+            raise WriterGone(f"{seg_name} is not a rotorshm control block (or half-created)")
         version = struct.unpack_from("<I", m, OFF_VERSION)[0]
         if version != LAYOUT_VERSION:
             m.close()
@@ -214,11 +237,16 @@ class ControlBlock:
 
     @staticmethod
     def live_owner(name: str) -> int | None:
-        """Pid of a live writer publishing `name`, or None if the block is absent or stale."""
+        """Pid of a live writer publishing `name`, or None if the block is absent or stale.
+
+        A block still being created (too short, or its magic not stored yet) belongs to a
+        writer that is starting now unless it has stayed half-made for longer than a
+        heartbeat may go stale: it is owned (-1 when its pid is not known yet).
+        """
         try:
             block = ControlBlock.attach(name)
         except WriterGone:
-            return None
+            return _half_created_owner(control_name(name))
         except AccessDenied:
             return -1  # a block we cannot read: treat as owned, never clobber it
         try:
@@ -238,20 +266,34 @@ class ControlBlock:
         """max_depth of the published tree."""
         return int(struct.unpack_from("<H", self._map, OFF_VERSION + 6)[0])
 
+    def _load_u64(self, off: int) -> int:
+        self._enter()
+        try:
+            return self.words.load_u64(off)
+        finally:
+            self._leave()
+
+    def _load_u32(self, off: int) -> int:
+        self._enter()
+        try:
+            return self.words.load_u32(off)
+        finally:
+            self._leave()
+
     @property
     def epoch(self) -> int:
         """Changes every time a writer starts."""
-        return self.words.load_u64(OFF_EPOCH)
+        return self._load_u64(OFF_EPOCH)
 
     @property
     def pid(self) -> int:
         """Process id of the writer."""
-        return self.words.load_u64(OFF_PID)
+        return self._load_u64(OFF_PID)
 
     @property
     def pin_above_level(self) -> int:
         """Levels at or above this one live in shared-memory segments."""
-        return self.words.load_u32(OFF_PIN)
+        return self._load_u32(OFF_PIN)
 
     @property
     def directory(self) -> str:
@@ -270,7 +312,7 @@ class ControlBlock:
     @property
     def state(self) -> int:
         """STATE_STARTING, STATE_LIVE or STATE_STOPPED."""
-        return self.words.load_u64(OFF_STATE)
+        return self._load_u64(OFF_STATE)
 
     def set_state(self, state: int) -> None:
         """Writer: announce starting, live or stopped."""
@@ -284,17 +326,20 @@ class ControlBlock:
 
     def owner_alive(self) -> bool:
         """True while the writer that created the block runs (starting or live), not stopped."""
-        if self._closed or self.state == STATE_STOPPED or not pid_alive(self.pid):
+        if self._closing or self.state == STATE_STOPPED or not pid_alive(self.pid):
             return False
-        return time.monotonic_ns() - self.words.load_u64(OFF_HEARTBEAT) < HEARTBEAT_STALE_NS
+        return time.monotonic_ns() - self._load_u64(OFF_HEARTBEAT) < HEARTBEAT_STALE_NS
 
     def writer_alive(self) -> bool:
         """True while the writer is live: state, pid and a fresh heartbeat all agree."""
-        if self._closed or self.state != STATE_LIVE:
+        if self._closing:
             return False
-        if not pid_alive(self.pid):
+        try:
+            if self.state != STATE_LIVE or not pid_alive(self.pid):
+                return False
+            return time.monotonic_ns() - self._load_u64(OFF_HEARTBEAT) < HEARTBEAT_STALE_NS
+        except WriterGone:  # closed meanwhile
             return False
-        return time.monotonic_ns() - self.words.load_u64(OFF_HEARTBEAT) < HEARTBEAT_STALE_NS
 
     # -- publication --------------------------------------------------------------------------
 
@@ -315,17 +360,25 @@ class ControlBlock:
     def read_state(self, max_retries: int = SPIN_RETRIES) -> Published | None:
         """Reader: one consistent copy of the published state, or None if the writer is mid-write.
 
-        Calls the C seqlock loop directly on preallocated buffers (this is the snapshot
-        hot path); the copy is made with relaxed word loads inside the loop.
+        Calls the C seqlock loop directly (this is the snapshot hot path); the copy is
+        made with relaxed word loads inside the loop, into a buffer of this call's own, so
+        threads sharing the block never see each other's copies.
         """
-        if self._closed:
-            raise WriterGone(f"control block of {self.name!r} is closed")
+        self._enter()  # WriterGone once closed
+        try:
+            return self._read_state(max_retries)
+        finally:
+            self._leave()
+
+    def _read_state(self, max_retries: int) -> Published | None:
+        seq_out = ffi.new("uint64_t *")
         while True:
             nbytes = self._copy_bytes
-            if lib.rs_seqlock_read(self._counter_ptr, self._state_ptr, self._dst, nbytes,
-                                   max_retries, self._seq_out) != 0:
+            dst = _alloc_uncleared("char[]", nbytes)
+            if lib.rs_seqlock_read(self._counter_ptr, self._state_ptr, dst, nbytes,
+                                   max_retries, seq_out) != 0:
                 return None
-            data = ffi.buffer(self._dst, nbytes)[:]
+            data = ffi.buffer(dst, nbytes)[:]
             size, seq, n = _STATE_HEAD.unpack_from(data)
             if n > MAX_LEVELS:  # cannot happen with a consistent copy from a sane writer
                 raise WriterGone(f"control block of {self.name!r} holds {n} levels")
@@ -344,17 +397,45 @@ class ControlBlock:
     @property
     def durable_seq(self) -> int:
         """Highest WAL sequence known durable."""
-        return self.words.load_u64(OFF_DURABLE)
+        return self._load_u64(OFF_DURABLE)
 
     def set_durable(self, seq: int) -> None:
-        """Writer: advance the durable sequence and wake every waiter."""
-        self.words.store_u64(OFF_DURABLE, seq)
-        self.words.fetch_add_u32(OFF_DURABLE_FUTEX, 1)
+        """Writer: advance the durable sequence and wake every waiter (never moves it back)."""
+        with self._durable_lock:
+            if seq <= self.words.load_u64(OFF_DURABLE):
+                return
+            self.words.store_u64(OFF_DURABLE, seq)
+            self.words.fetch_add_u32(OFF_DURABLE_FUTEX, 1)
+        self.words.futex_wake_u32(OFF_DURABLE_FUTEX, WAKE_ALL)
+
+    @property
+    def durability_lost(self) -> bool:
+        """True once the writer's store was poisoned: nothing more becomes durable."""
+        return bool(self._load_u32(OFF_FLAGS) & FLAG_DURABILITY_LOST)
+
+    def set_durability_lost(self) -> None:
+        """Writer: announce that the durable sequence will never advance again; wake waiters."""
+        with self._durable_lock:
+            flags = self.words.load_u32(OFF_FLAGS)
+            self.words.store_u32(OFF_FLAGS, flags | FLAG_DURABILITY_LOST)
+            self.words.fetch_add_u32(OFF_DURABLE_FUTEX, 1)
         self.words.futex_wake_u32(OFF_DURABLE_FUTEX, WAKE_ALL)
 
     def wait_durable(self, seq: int, timeout: float | None) -> bool:
-        """Block (futex, no polling) until `seq` is durable; False on timeout or writer death."""
-        return self._wait(OFF_DURABLE_FUTEX, lambda: self.durable_seq >= seq, timeout)
+        """Block (futex, no polling) until `seq` is durable; False on timeout or writer death.
+
+        StorePoisoned if the writer lost durability before `seq` became durable.
+        """
+        reached = self._wait(OFF_DURABLE_FUTEX,
+                             lambda: self.durable_seq >= seq or self.durability_lost, timeout)
+        if reached and self.durable_seq >= seq:
+            return True
+        if self.durability_lost and self.durable_seq < seq:
+            raise StorePoisoned(
+                f"the writer of {self.name!r} lost durability (a sync failed) before "
+                f"sequence {seq} became durable; it must be restarted"
+            )
+        return False
 
     def wait_change(self, check: Check, timeout: float | None) -> bool:
         """Block until `check()` is true, waking on every publication; False on timeout."""
@@ -363,7 +444,12 @@ class ControlBlock:
     def _wait(self, off: int, check: Check, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            word = self.words.load_u32(off)
+            if not self._enter(raise_closed=False):
+                return False  # closed under us (e.g. a reader's reattach): stop waiting
+            try:
+                word = self.words.load_u32(off)
+            finally:
+                self._leave()
             if check():
                 return True
             if not self.writer_alive():
@@ -372,17 +458,42 @@ class ControlBlock:
             if left is not None and left <= 0:
                 return False
             # Sleep in the kernel until the word moves; wake now and then to notice a
-            # writer that died without waking us.
+            # writer that died without waking us, or a close() waiting for us to leave.
             slice_ = 0.5 if left is None else min(left, 0.5)
-            self.words.futex_wait_u32(off, word, slice_)
+            if not self._enter(raise_closed=False):
+                return False
+            try:
+                self.words.futex_wait_u32(off, word, slice_)
+            finally:
+                self._leave()
 
-    # -- teardown -----------------------------------------------------------------------------
+    # -- in-flight calls and teardown ---------------------------------------------------------
+
+    def _enter(self, raise_closed: bool = True) -> bool:
+        """Count a call in flight on the mapping; refuse once close() has begun."""
+        with self._users_cv:
+            if self._closing:
+                if raise_closed:
+                    raise WriterGone(f"control block of {self.name!r} is closed")
+                return False
+            self._users += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._users_cv:
+            self._users -= 1
+            if not self._users:
+                self._users_cv.notify_all()
 
     def close(self) -> None:
-        """Unmap (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
+        """Unmap (idempotent), once every call in flight on the mapping has left."""
+        with self._users_cv:
+            if self._closing:
+                return
+            self._closing = True
+            while self._users:
+                self._users_cv.wait()
+            self._closed = True
         self.words.release()
         ffi.release(self._base)
         self._map.close()
@@ -391,3 +502,29 @@ class ControlBlock:
         """Writer: remove the name (mapped readers keep their view)."""
         unlink_segment(control_name(self.name))
 
+
+
+def _half_created_owner(seg_name: str) -> int | None:
+    """-1 (owned) if a control block exists but is still being created by a live writer.
+
+    It is being created if its creator's pid (stored before the magic) is alive, or, if
+    not stored yet, if the segment was created less than a stale-heartbeat period ago.
+    None if there is no such segment, or it is an abandoned half-made one.
+    """
+    path = os.path.join(SHM_DIR, seg_name.lstrip("/"))
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # absent (or not Linux: no way to tell; the caller creates it O_EXCL)
+    pid = 0
+    if st.st_size >= OFF_PID + 8:
+        try:
+            with open(path, "rb") as f:
+                f.seek(OFF_PID)
+                pid = struct.unpack("<Q", f.read(8))[0]
+        except OSError:
+            return -1  # cannot read it: treat as owned, never clobber it
+    if pid:  # stored before the magic: its creator decides
+        return pid if pid_alive(pid) else None
+    age_ns = time.time_ns() - st.st_mtime_ns  # creation, sizing and writes all set it
+    return -1 if age_ns < HEARTBEAT_STALE_NS else None

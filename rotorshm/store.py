@@ -16,9 +16,10 @@ import filelock
 from . import checkpoint as ckpt
 from . import recovery, wal
 from .config import RotorTreeConfig
-from .errors import CorruptionError, StorageFull, TreeClosed, TreeLocked
+from .durable_io import DurableIO
+from .errors import CorruptionError, StorageFull, StorePoisoned, TreeClosed, TreeLocked
 from .hashing import NODE_SIZE
-from .levels import FileLevel, Level, fsync_dir
+from .levels import FileLevel, Level
 from .segments import ShmLevel, segment_prefix, stale_segments, unlink_segment
 from .snapshot import Snapshot
 from .tree import BytesLike, Leaves, TreeCore, batch_bytes, leaf_bytes
@@ -50,7 +51,9 @@ class DurabilityToken:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until durable; asks the flusher to sync now rather than sleeping out its interval.
 
-        Returns False on timeout. Under the manual flush policy it waits for someone's flush().
+        Returns False on timeout (or once the tree is closed). Under the manual flush policy
+        it waits for someone's flush(). Raises StorePoisoned if the record can no longer
+        become durable (a sync failed before it was covered).
         """
         return self._tree._wait_durable(self.seq, timeout)
 
@@ -64,6 +67,12 @@ class RotorTree:
     Every batch is written to the WAL before it is applied; levels live in mmap'd shard
     files (or shared-memory segments for pinned levels), so checkpoints only flush what
     changed since the previous one.
+
+    Errors: a call that raises has not changed `size`. Every write, sync, rename,
+    truncate and fallocate goes through one DurableIO door (durable_io.py): after any
+    failed fsync/fdatasync/msync the tree is *poisoned* and raises StorePoisoned from
+    every write, flush, checkpoint and durability wait, and never advances `durable_seq`
+    again; reopen it to recover from the WAL.
     """
 
     def __init__(self, config: RotorTreeConfig) -> None:
@@ -80,9 +89,13 @@ class RotorTree:
         self._flusher: threading.Thread | None = None
         self._sync_requested = False
         self._stopping = False
-        self._flush_error: BaseException | None = None
+        self._io = DurableIO(self.path)
+        self._io.add_poison_hook(self._on_poisoned)
         self._after_apply: list[Callable[[RotorTree], None]] = []
         self._on_durable: list[Callable[[int], None]] = []
+        self._on_poison: list[Callable[[StorePoisoned], None]] = []
+        # Durable hooks run in the order of the values they publish (see _set_durable).
+        self._durable_hooks_lock = threading.Lock()
         self._file_lock = filelock.FileLock(os.path.join(self.path, LOCK_FILE), timeout=0)
         self.core = TreeCore(config.arity, config.max_depth, self._new_level)
         self._wal: wal.WriteAheadLog | None = None
@@ -102,7 +115,7 @@ class RotorTree:
 
     def _open(self) -> None:
         cfg = self.config
-        os.makedirs(self.path, exist_ok=True)
+        self._io.makedirs(self.path)  # a new tree directory is fsynced into its parent
         try:
             self._file_lock.acquire()
         except filelock.Timeout:
@@ -121,16 +134,20 @@ class RotorTree:
 
     def _recover(self) -> None:
         cfg = self.config
-        os.makedirs(self.data_dir, exist_ok=True)
+        io = self._io
+        io.makedirs(self.data_dir)
         if not ckpt.check_header(self.data_dir, cfg.arity, cfg.max_depth):
-            ckpt.write_header(self.data_dir, cfg.arity, cfg.max_depth)
-            fsync_dir(self.path)
+            ckpt.write_header(self.data_dir, cfg.arity, cfg.max_depth, io)
         for name in stale_segments(self.name):
             # We hold the lock: any level segment of this tree is a leftover. The control
             # block is the daemon's business (it checks the owner's liveness first).
             if not name.endswith(".ctl"):
                 unlink_segment(name)
         meta = ckpt.read_meta(self.data_dir, cfg.arity)
+        # A previous writer may have died right after renaming checkpoint.meta (or
+        # header.bin), before fsyncing data/: make that rename durable before the meta
+        # may drive a WAL truncation below.
+        io.fsync_dir(self.data_dir)
         if meta is not None and meta.size:
             recovery.restore(self.core, self.data_dir, meta)
             if cfg.verify_checkpoint:
@@ -153,21 +170,30 @@ class RotorTree:
             # unsynced records) between writing checkpoint.meta and truncating the WAL.
             # Finish the truncation, so new records never follow a gap in the sequence.
             end = 0
-        self._wal = wal.WriteAheadLog(wal_path, end, last + 1)
-        if scan.torn_bytes or end != scan.end:
-            fsync_dir(self.path)
+        # Opening the log cuts a torn tail and fdatasyncs what a killed writer left in the
+        # page cache: only then are the replayed records durable (and reported so).
+        self._wal = wal.WriteAheadLog(wal_path, end, last + 1, io)
         self.durable_seq = self.written_seq = last
 
     def _new_level(self, level: int) -> Level:
         if self.config.tiering.pinned(level):
-            return ShmLevel(level, self._seg_prefix, writable=True)
-        return FileLevel(level, ckpt.level_dir(self.data_dir, level), writable=True)
+            return ShmLevel(level, self._seg_prefix, writable=True, io=self._io)
+        return FileLevel(level, ckpt.level_dir(self.data_dir, level), writable=True, io=self._io)
 
     # -- properties -------------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise TreeClosed(f"{self.path}: the tree is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        self._io.check()
+
+    @property
+    def poisoned(self) -> StorePoisoned | None:
+        """The error that poisoned the tree (a failed sync), or None while it is healthy."""
+        return self._io.poisoned
 
     @property
     def root(self) -> bytes | None:
@@ -231,7 +257,7 @@ class RotorTree:
     def _ingest(self, data: bytes) -> tuple[bytes | None, DurabilityToken]:
         with self._lock:
             if not data:
-                self._check_open()
+                self._check_writable()
                 return self.core.root, DurabilityToken(self.written_seq, self)
             seq = self.insert_group([data])[0][0]
             return self.core.root, DurabilityToken(seq, self)
@@ -239,11 +265,18 @@ class RotorTree:
     def insert_group(self, payloads: list[bytes]) -> list[tuple[int, int]]:
         """Append several validated, non-empty batches as one WAL write and one tree update.
 
-        Each batch keeps its own WAL record; returns (seq, size after it) per batch. The
-        group is atomic: if it does not fit or space cannot be reserved, nothing changes.
+        Each batch keeps its own WAL record (several, if it exceeds the record size limit;
+        recovery keeps or drops them together); returns (seq, size after it) per batch,
+        seq being the batch's last record. The group is atomic: if it raises, nothing
+        changed (the batches are applied only once the WAL write succeeded).
+
+        If it returns, the batches landed, even when an automatic checkpoint run inside it
+        failed: a checkpoint that finds no space is retried at the next trigger; one whose
+        sync failed poisons the tree, so the tokens' wait() and every later call raise
+        StorePoisoned. Either way a caller never retries a batch that is in the tree.
         """
         with self._lock:
-            self._check_open()
+            self._check_writable()
             core = self.core
             data = b"".join(payloads)
             count = len(data) // NODE_SIZE
@@ -260,20 +293,19 @@ class RotorTree:
                     ) from exc
                 raise
             assert self._wal is not None
-            first = self._wal.append_many(payloads)
+            seqs = self._wal.append_many(payloads)
             core.apply(old, data, lengths)
-            last = first + len(payloads) - 1
             with self._cv:
-                self.written_seq = last
+                self.written_seq = seqs[-1]
             self._leaves_since_ckpt += count
             for hook in self._after_apply:
                 hook(self)
             self._maybe_checkpoint()
             out = []
             size = old
-            for i, p in enumerate(payloads):
+            for seq, p in zip(seqs, payloads, strict=True):
                 size += len(p) // NODE_SIZE
-                out.append((first + i, size))
+                out.append((seq, size))
             return out
 
     def add_apply_hook(self, hook: Callable[[RotorTree], None]) -> None:
@@ -281,8 +313,21 @@ class RotorTree:
         self._after_apply.append(hook)
 
     def add_durable_hook(self, hook: Callable[[int], None]) -> None:
-        """Call `hook(seq)` whenever the durable sequence advances."""
+        """Call `hook(seq)` whenever the durable sequence advances.
+
+        Calls never overlap and their values never decrease (publish them as they come).
+        """
         self._on_durable.append(hook)
+
+    def add_poison_hook(self, hook: Callable[[StorePoisoned], None]) -> None:
+        """Call `hook(error)` once, from the failing thread, when the tree gets poisoned."""
+        self._on_poison.append(hook)
+
+    def _on_poisoned(self, err: StorePoisoned) -> None:
+        with self._cv:
+            self._cv.notify_all()  # every waiter re-checks and raises
+        for hook in self._on_poison:
+            hook(err)
 
     def request_sync(self) -> None:
         """Ask the flusher to fsync now instead of at the end of its interval."""
@@ -298,9 +343,10 @@ class RotorTree:
         ):
             # The batch is already in the WAL and applied: the insert has succeeded and must
             # not report failure (a caller retrying it would insert it twice). A checkpoint
-            # that finds no space is retried at the next trigger; the WAL holds everything
-            # meanwhile, and an explicit checkpoint() still raises StorageFull.
-            with contextlib.suppress(StorageFull):
+            # that finds no space (or fails to write) is retried at the next trigger; the
+            # WAL holds everything meanwhile, and an explicit checkpoint() still raises. A
+            # failed sync has poisoned the tree: the tokens and every later call say so.
+            with contextlib.suppress(OSError, StorePoisoned):
                 self.checkpoint()
 
     # -- durability -------------------------------------------------------------------------
@@ -315,38 +361,41 @@ class RotorTree:
                 stopping = self._stopping
                 target = self.written_seq
                 pending = target > self.durable_seq
-            if pending:
+            if pending and self._io.poisoned is None:
                 try:
                     self._sync_to(target)
-                except BaseException as exc:  # noqa: BLE001 - reported to every waiter
-                    with self._cv:
-                        self._flush_error = exc
-                        self._cv.notify_all()
-                    return
-            if stopping:
+                except StorePoisoned:
+                    pass  # the door poisoned the tree and woke every waiter
+                except BaseException as exc:  # noqa: BLE001 - a flusher must never die silently
+                    self._io.poison(exc, "the WAL flusher")
+            if stopping or self._io.poisoned is not None:
                 return
 
     def _sync_to(self, target: int) -> None:
         wal_ = self._wal
         assert wal_ is not None
-        wal_.sync()
+        wal_.sync()  # raises StorePoisoned (and poisons) if the fdatasync fails
         self._set_durable(target)
 
     def _set_durable(self, seq: int) -> None:
         with self._cv:
-            if seq <= self.durable_seq:
+            if seq <= self.durable_seq or self._io.poisoned is not None:
                 return
             self.durable_seq = seq
             self._cv.notify_all()
-        for hook in self._on_durable:
-            hook(seq)
+        # Hooks publish outside the condition (they may be slow) but one at a time, each
+        # with the latest value: a flusher preempted here can never publish its older
+        # sequence after a checkpoint published a newer one.
+        with self._durable_hooks_lock:
+            latest = self.durable_seq
+            for hook in self._on_durable:
+                hook(latest)
 
     def _wait_durable(self, seq: int, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
             while self.durable_seq < seq:
-                if self._flush_error is not None:
-                    raise StorageFull(0, f"WAL flush failed: {self._flush_error}")
+                self._io.check()  # poisoned: this record will never become durable
                 if self._closed and self.durable_seq < seq:
                     return False
                 self._sync_requested = True
@@ -358,9 +407,12 @@ class RotorTree:
             return True
 
     def flush(self) -> None:
-        """fsync the WAL now: every record appended so far becomes durable."""
+        """fsync the WAL now: every record appended so far becomes durable.
+
+        StorePoisoned if this (or any earlier) sync failed: nothing is claimed durable.
+        """
         with self._lock:
-            self._check_open()
+            self._check_writable()
             self._sync_to(self.written_seq)
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -371,7 +423,7 @@ class RotorTree:
         Costs work proportional to what changed since the previous checkpoint.
         """
         with self._lock:
-            self._check_open()
+            self._check_writable()
             try:
                 return self._checkpoint()
             except OSError as exc:
@@ -398,7 +450,7 @@ class RotorTree:
         meta = ckpt.CheckpointMeta(
             self.written_seq, core.size, core.root or b"", core.lengths, core.frontier
         )
-        ckpt.write_meta(self.data_dir, meta, core.arity, core.max_depth)
+        ckpt.write_meta(self.data_dir, meta, core.arity, core.max_depth, self._io)
         # Crash window: meta is durable but the WAL still holds its records; recovery
         # skips records with seq <= meta.seq, so truncating late is harmless.
         assert self._wal is not None
@@ -418,7 +470,12 @@ class RotorTree:
     # -- closing ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush, checkpoint if the policy says so, release segments and the lock. Idempotent."""
+        """Flush, checkpoint if the policy says so, release segments and the lock. Idempotent.
+
+        A poisoned tree releases everything, then raises StorePoisoned: records after
+        `durable_seq` were not made durable by this writer (reopening recovers what the
+        WAL on disk holds).
+        """
         with self._lock:
             if self._closed:
                 return
@@ -429,8 +486,8 @@ class RotorTree:
                         self._cv.notify_all()
                     self._flusher.join()
                     self._flusher = None
-                if self._flush_error is None:
-                    self._sync_to(self.written_seq)
+                self._io.check()
+                self._sync_to(self.written_seq)
                 if self.config.checkpoint_policy.kind == "on_close":
                     self.checkpoint()
             finally:
@@ -468,26 +525,19 @@ def _write_pinned(directory: str, level: ShmLevel, start: int, end: int) -> None
     """Copy nodes start..end-1 of a RAM level into its shard files and fdatasync them."""
     from .levels import SHARD_BYTES, shard_name
 
-    os.makedirs(directory, exist_ok=True)
+    io = level.io
+    assert io is not None
+    io.makedirs(directory)
     lo, hi = start * NODE_SIZE, end * NODE_SIZE
     while lo < hi:
         shard, off = divmod(lo, SHARD_BYTES)
         n = min(SHARD_BYTES - off, hi - lo)
         path = os.path.join(directory, shard_name(shard))
-        existed = os.path.exists(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = io.create_file(path, os.O_WRONLY)  # a new file's entry is fsynced at once
         try:
             data = level.read(lo // NODE_SIZE, n // NODE_SIZE)
-            try:
-                if os.pwrite(fd, data, off) != len(data):
-                    raise OSError(28, "short write to a shard file")
-                os.fdatasync(fd)
-            except OSError as exc:
-                if wal.is_full_error(exc):
-                    raise StorageFull(exc.errno, f"{path}: {exc.strerror}") from exc
-                raise
+            io.pwrite(fd, data, off, path)
+            io.fdatasync(fd, path)
         finally:
             os.close(fd)
-        if not existed:
-            fsync_dir(directory)
         lo += n

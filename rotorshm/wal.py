@@ -7,12 +7,18 @@ Crash windows: an append interrupted by a crash leaves a torn tail (a short or
 checksum-failing last record), which recovery truncates. A bad record *followed by a
 valid one* cannot come from a torn append: it is corruption, reported with the file and
 offset, never silently dropped together with the durable records after it.
+
+Large batches: a payload may hold at most MAX_PAYLOAD bytes. A batch larger than that is
+written as several consecutive records; every record but the last has the CONTINUED bit
+set in its length word. Recovery treats such a run as one batch: a run whose last record
+is missing (the log ends, or is torn, inside it) is dropped as a whole, like a torn
+record. Logs without split batches have the same bytes as before this bit existed.
+
+Every write, truncate and sync goes through the store's DurableIO (durable_io.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import struct
 from collections.abc import Iterator
@@ -20,22 +26,36 @@ from dataclasses import dataclass
 
 import crc32c
 
+from .durable_io import DurableIO, is_full_error
 from .errors import CorruptionError, StorageFull
 
+__all__ = ["MAX_PAYLOAD", "Record", "ScanResult", "WriteAheadLog", "encode_record",
+           "is_full_error", "scan", "split_payload"]
+
 HEADER = struct.Struct("<IIQ")
+#: Largest payload of one record (tests scale it down to exercise split batches).
 MAX_PAYLOAD = 1 << 30
-_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+#: Bit of the length word: more records of the same batch follow this one.
+CONTINUED = 1 << 31
+_LEAF = 32
 
 
-def is_full_error(exc: OSError) -> bool:
-    """True if an OSError means "no space left" (disk full, quota, file size limit)."""
-    return exc.errno in _FULL_ERRNOS
-
-
-def encode_record(seq: int, payload: bytes) -> bytes:
+def encode_record(seq: int, payload: bytes | memoryview, continued: bool = False) -> bytes:
     """One framed record."""
-    body = HEADER.pack(0, len(payload), seq)[4:] + payload
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"record payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    word = len(payload) | (CONTINUED if continued else 0)
+    body = HEADER.pack(0, word, seq)[4:] + payload
     return struct.pack("<I", crc32c.crc32c(body)) + body
+
+
+def split_payload(payload: bytes) -> list[memoryview]:
+    """`payload` cut into record payloads of at most MAX_PAYLOAD bytes, whole leaves each."""
+    step = max(MAX_PAYLOAD - MAX_PAYLOAD % _LEAF, _LEAF)
+    if len(payload) <= step:
+        return [memoryview(payload)]
+    mv = memoryview(payload)
+    return [mv[i : i + step] for i in range(0, len(payload), step)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +65,7 @@ class Record:
     seq: int
     payload: bytes
     offset: int
+    continued: bool = False  # more records of the same batch follow
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +77,18 @@ class ScanResult:
     torn_bytes: int
 
 
-def _record_at(buf: bytes | memoryview, off: int) -> tuple[int, int] | None:
-    """(seq, end) of a valid record at `off`, or None."""
+def _record_at(buf: bytes | memoryview, off: int) -> tuple[int, int, bool] | None:
+    """(seq, end, continued) of a valid record at `off`, or None."""
     if off + HEADER.size > len(buf):
         return None
-    crc, length, seq = HEADER.unpack_from(buf, off)
+    crc, word, seq = HEADER.unpack_from(buf, off)
+    length = word & ~CONTINUED
     end = off + HEADER.size + length
     if length > MAX_PAYLOAD or end > len(buf):
         return None
     if crc32c.crc32c(buf[off + 4 : end]) != crc:
         return None
-    return seq, end
+    return seq, end, bool(word & CONTINUED)
 
 
 def scan(path: str, first_seq: int | None = None, data: bytes | None = None) -> ScanResult:
@@ -90,14 +112,17 @@ def scan(path: str, first_seq: int | None = None, data: bytes | None = None) -> 
         if found is None:
             _check_torn_tail(path, mv, off, prev_seq + 1 if prev_seq is not None else first_seq)
             break
-        seq, end = found
+        seq, end, continued = found
         if prev_seq is not None and seq != prev_seq + 1:
             raise CorruptionError(
                 f"{path}: record at offset {off} has sequence {seq}, expected {prev_seq + 1}"
             )
-        records.append(Record(seq, bytes(mv[off + HEADER.size : end]), off))
+        records.append(Record(seq, bytes(mv[off + HEADER.size : end]), off, continued))
         prev_seq = seq
         off = end
+    # A split batch whose last record never made it is torn as a whole: drop the run.
+    while records and records[-1].continued:
+        records.pop()
     end = records[-1].offset + HEADER.size + len(records[-1].payload) if records else 0
     return ScanResult(records, end, len(data) - end)
 
@@ -136,14 +161,25 @@ class WriteAheadLog:
 
     Not thread-safe for appends (the tree serialises them); `sync` may run concurrently
     with appends from another thread, and covers every append that returned before it.
+
+    Opening creates the file (and fsyncs its directory) if needed, cuts it to `end`, and
+    fdatasyncs it: records that a previous writer left in the page cache become durable
+    here, before anyone may call them durable.
     """
 
-    def __init__(self, path: str, end: int, next_seq: int) -> None:
+    def __init__(self, path: str, end: int, next_seq: int, io: DurableIO) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        if os.fstat(self._fd).st_size != end:
-            os.ftruncate(self._fd, end)
-            os.fsync(self._fd)
+        self.io = io
+        self._fd = io.create_file(path)
+        try:
+            if os.fstat(self._fd).st_size != end:
+                io.ftruncate(self._fd, end, path)
+                io.fsync(self._fd, path)
+            else:
+                io.fdatasync(self._fd, path)
+        except BaseException:
+            os.close(self._fd)
+            raise
         self._end = end
         self.next_seq = next_seq
 
@@ -153,40 +189,54 @@ class WriteAheadLog:
         return self._end
 
     def append(self, payload: bytes) -> int:
-        """Write one record; return its sequence number. Not durable until `sync`."""
-        return self.append_many([payload])
+        """Write one batch; return its (last) sequence number. Not durable until `sync`."""
+        return self.append_many([payload])[0]
 
-    def append_many(self, payloads: list[bytes]) -> int:
-        """Write one record per payload in a single write; return the first sequence number.
+    def append_many(self, payloads: list[bytes]) -> list[int]:
+        """Write every payload (a batch) in a single write; return each batch's last sequence.
 
+        A batch over MAX_PAYLOAD bytes takes several records (see the module doc), so it
+        may use several sequence numbers; it is durable once its last one is.
         A short or failed write is undone (the log is cut back to its previous end) so a
-        full disk never leaves a half record in front of later ones.
+        full disk never leaves a half record in front of later ones; if even the undo
+        fails, the log's tail is unknown and the store is poisoned.
         """
         seq = self.next_seq
-        rec = b"".join(encode_record(seq + i, p) for i, p in enumerate(payloads))
+        parts = []
+        lasts = []
+        for payload in payloads:
+            pieces = split_payload(payload)
+            for k, piece in enumerate(pieces):
+                parts.append(encode_record(seq, piece, continued=k < len(pieces) - 1))
+                seq += 1
+            lasts.append(seq - 1)
+        rec = b"".join(parts)
         try:
-            n = os.pwrite(self._fd, rec, self._end)
-            if n != len(rec):
-                raise OSError(errno.ENOSPC, "short write to the write-ahead log")
+            self.io.pwrite(self._fd, rec, self._end, self.path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._end)
-            if is_full_error(exc):
+            try:
+                self.io.ftruncate(self._fd, self._end, self.path)
+            except OSError as undo:
+                raise self.io.poison(undo, f"undoing a failed write of {self.path}") from exc
+            if is_full_error(exc) and not isinstance(exc, StorageFull):
                 raise StorageFull(exc.errno, f"{self.path}: {exc.strerror}") from exc
             raise
         self._end += len(rec)
-        self.next_seq = seq + len(payloads)
-        return seq
+        self.next_seq = seq
+        return lasts
 
     def sync(self) -> None:
-        """fdatasync: every record appended before the call is durable when it returns."""
-        os.fdatasync(self._fd)
+        """fdatasync: every record appended before the call is durable when it returns.
+
+        A failure poisons the store (StorePoisoned): see durable_io.
+        """
+        self.io.fdatasync(self._fd, self.path)
 
     def reset(self) -> None:
         """Empty the log after a checkpoint made its records redundant (sequence numbers go on)."""
-        os.ftruncate(self._fd, 0)
-        os.fsync(self._fd)
-        self._end = 0
+        self.io.ftruncate(self._fd, 0, self.path)
+        self._end = 0  # the file is empty now, whatever the fsync says
+        self.io.fsync(self._fd, self.path)
 
     def records(self) -> Iterator[Record]:
         """Every valid record currently in the log (for inspection)."""

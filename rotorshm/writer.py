@@ -4,6 +4,11 @@ Threads: the accept loop (the caller's thread), one thread per client connection
 ingest thread that coalesces every pending batch into one WAL write and one tree update,
 the RotorTree's flusher (group commit), and a heartbeat. Publication happens after each
 applied group, under the tree's ingest lock, so published states follow WAL order.
+
+If the tree is poisoned (a sync failed, see durable_io), the daemon stays up for its
+readers but refuses every insert with StorePoisoned, and flags the control block so that
+every client waiting for durability gets StorePoisoned too; restarting it recovers from
+the WAL. Its shutdown then ends with StorePoisoned (a non-zero exit from `serve`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 
@@ -23,6 +29,7 @@ from .errors import (
     InvalidLeaf,
     ProtocolError,
     RotorError,
+    StorePoisoned,
     TreeClosed,
     TreeLocked,
 )
@@ -106,6 +113,7 @@ class WriterDaemon:
             ctl.set_durable(tree.durable_seq)
             tree.add_apply_hook(self._publish)
             tree.add_durable_hook(ctl.set_durable)
+            tree.add_poison_hook(self._poisoned)
             self._listener = self._bind()
             ctl.set_state(STATE_LIVE)
         except BaseException:
@@ -136,6 +144,13 @@ class WriterDaemon:
         assert self.control is not None
         size, lengths, frontier = tree.core.state
         self.control.publish(size, tree.written_seq, lengths, frontier)
+
+    def _poisoned(self, err: StorePoisoned) -> None:
+        ctl = self.control
+        if ctl is not None:
+            ctl.set_durability_lost()
+        with contextlib.suppress(OSError, ValueError):
+            print(f"rotorshm serve {self.name}: {err}", file=sys.stderr, flush=True)
 
     def serve_forever(self, ready: Callable[[WriterDaemon], None] | None = None) -> None:
         """Accept clients until stop() (or SIGTERM/SIGINT when run in the main thread)."""
