@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 from types import TracebackType
 
-from .errors import AccessDenied, ProtocolError, TreeClosed, WriterUnavailable
+from .errors import (
+    AccessDenied,
+    IndexOutOfRange,
+    InvalidArgument,
+    ProtocolError,
+    TreeClosed,
+    WriterUnavailable,
+)
 from .protocol import (
     OK_BODY,
     OP_ERROR,
@@ -23,8 +31,11 @@ from .protocol import (
     send_frame,
 )
 from .shm import ControlBlock
+from .snapshot import as_index
 from .tree import BytesLike, Leaves, batch_bytes, leaf_bytes
 from .writer import default_socket
+
+MAX_SEQ = 2**64 - 1
 
 
 class Client:
@@ -94,6 +105,16 @@ class Client:
         Asks the daemon for an immediate fsync, then sleeps on the shared durable word
         (a futex) instead of polling.
         """
+        seq = as_index(seq, "seq")
+        if not 0 <= seq <= MAX_SEQ:
+            raise IndexOutOfRange(f"seq must be in 0..{MAX_SEQ}, got {seq}")
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, (int, float))):
+            raise InvalidArgument(f"timeout must be None or seconds, got {timeout!r:.40}")
+        if timeout is not None and not timeout >= 0:
+            raise InvalidArgument(f"timeout must be None or >= 0 seconds, got {timeout!r}")
+        if timeout is not None and math.isinf(timeout):
+            timeout = None
         ctl = self._control()
         if ctl.durable_seq >= seq:
             return True
