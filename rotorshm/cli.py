@@ -329,8 +329,8 @@ def _serve_config(args: argparse.Namespace) -> RotorTreeConfig:
         for flag, given, have in (("--arity", arity, header.arity),
                                   ("--max-depth", max_depth, header.max_depth)):
             if given is not None and given != have:
-                raise ConfigMismatch(f"{path}: the tree has {flag[2:]} {have}, {flag} asks "
-                                     f"for {given} (omit {flag} to use the tree's)")
+                raise ConfigMismatch(f"{path}: the tree has {flag[2:].replace('-', '_')} {have}, "
+                                     f"{flag} asks for {given} (omit {flag} to use the tree's)")
         arity, max_depth = header.arity, header.max_depth
     flush = (FlushPolicy.manual() if args.flush_interval_ms == 0
              else FlushPolicy.interval(args.flush_interval_ms / 1000))
@@ -365,8 +365,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     progress = config.progress
     try:
         t0 = time.monotonic()
-        if not args.quiet:
-            print(f"rotorshm: opening {os.path.abspath(args.dir)}", file=sys.stderr, flush=True)
         try:
             daemon.start()
         finally:

@@ -109,6 +109,7 @@ class WriterDaemon:
                 self.name, arity=tree.arity, max_depth=tree.core.max_depth, epoch=tree.epoch,
                 directory=os.path.abspath(tree.path), segment_prefix=tree.segment_prefix,
                 pin_above_level=self.config.tiering.pin_above_level,
+                socket_path=os.path.abspath(self.socket_path), note=tree.recovery_note,
             )
             self.control = ctl
             core = tree.core
