@@ -77,10 +77,11 @@ class WriterDaemon:
         self.name = check_name(name)
         self.config = dataclasses.replace(config, name=self.name)
         if socket_path is None:
-            self.socket_path = check_socket_path(default_socket(config.path),
-                                                 parent_will_exist=True)
-        else:
-            self.socket_path = check_socket_path(socket_path)
+            socket_path = default_socket(config.path)
+        # A socket inside the tree directory may name a directory start() will create.
+        in_tree = (os.path.realpath(os.path.dirname(socket_path) or ".")
+                   == os.path.realpath(config.path))
+        self.socket_path = check_socket_path(socket_path, parent_will_exist=in_tree)
         self.failure: BaseException | None = None  # why the daemon stopped on its own
         self.socket_mode = socket_mode
         self.tree: RotorTree | None = None

@@ -245,7 +245,17 @@ def test_04_socket_paths_are_checked_before_anything(tmp_path: Path) -> None:
     one_line(run("serve", str(tree), "--socket", str(tmp_path / "missing" / "w.sock")), 2,
              "does not exist")
     one_line(run("serve", str(tree), "--socket", str(tmp_path)), 2, "is a directory")
+    one_line(run("serve", str(tree), "--socket", str(tree / "sub" / "w.sock")), 2,
+             "does not exist")
     assert not tree.exists()
+
+
+def test_04_a_socket_inside_the_new_tree_directory(daemons: Daemons, tmp_path: Path) -> None:
+    tree = tmp_path / "fresh"  # does not exist yet: serve creates it, then binds in it
+    name, _ = daemons.start_unnamed(str(tree), tmp_path, "--socket", str(tree / "my.sock"))
+    assert (tree / "my.sock").exists() and not (tree / "writer.sock").exists()
+    out = json.loads(ok(run("insert", name, "--json", stdin=hex_lines(leaf(0)))))  # by name
+    assert out["size"] == 1
 
 
 def test_05_proof_output_paths(tmp_path: Path) -> None:
