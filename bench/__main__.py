@@ -41,8 +41,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = common.DEFAULT_OUT
 QUICK_OUT = DEFAULT_OUT / "quick"
 
-# The child process: import the scenario lazily and call its run(argv).
-_RUNNER = "import sys, importlib; importlib.import_module('bench.' + sys.argv[1]).run(sys.argv[2:])"
 
 
 def _defines_run(path: Path) -> bool:
@@ -68,7 +66,7 @@ def available(package_dir: Path = PACKAGE_DIR) -> list[str]:
 def exists(name: str) -> bool:
     """Whether bench.<name> can be imported (without importing it)."""
     try:
-        return importlib.util.find_spec(f"bench.{name}") is not None
+        return importlib.util.find_spec(f"{__package__}.{name}") is not None
     except (ImportError, ValueError):
         return False
 
@@ -124,11 +122,10 @@ def check_output(name: str, out: Path, started: float, o: Outcome) -> None:
 
 def run_scenario(name: str, flags: Sequence[str], out: Path) -> Outcome:
     o = Outcome(name)
-    env = common.child_env()
     started_wall = time.time()
     t0 = time.perf_counter()
     try:
-        rc = subprocess.call([sys.executable, "-c", _RUNNER, name, *flags], env=env)
+        rc = subprocess.call(common.scenario_argv(name, *flags))
     except KeyboardInterrupt:
         o.status, o.runtime_s, o.exit_code = "failed", time.perf_counter() - t0, -2
         o.problems.append("interrupted")

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from rotorshm.segments import SHM_DIR as SHM_DIR
 from rotorshm.segments import tree_segments
+from rotorshm.spawn import python_argv, rotorshm_argv
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
@@ -263,14 +264,16 @@ def pin_to_cpu(cpu: int | None = None) -> int | None:
     return target
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+def serve_argv(*args: str) -> list[str]:
+    """argv of a `rotorshm serve` child that runs the rotorshm this process imported."""
+    return rotorshm_argv("serve", *args)
 
 
-def child_env() -> dict[str, str]:
-    """This process's environment with the repository root first on PYTHONPATH (in-tree runs)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    return env
+def scenario_argv(name: str, *args: str) -> list[str]:
+    """argv of a child calling scenario `name`'s ``run(ARGS)`` from this very bench package
+    and rotorshm, whatever the working directory."""
+    package = sys.modules[__package__ or "bench"]
+    return python_argv(f"{package.__name__}.{name}:run", *args, pin=(package,))
 
 
 def shm_segments(name: str) -> list[str]:
@@ -690,7 +693,11 @@ def write_results(payload: Mapping[str, Any], out_dir: Path, plot_errors_fatal: 
 
 # -- command line --------------------------------------------------------------------------
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+# In a source checkout results go to bench/results/; an installed copy (rotorshm.bench) must
+# not write into site-packages, so it uses a folder in the working directory.
+_HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = (_HERE / "results" if (_HERE.parent / "pyproject.toml").is_file()
+               else Path.cwd() / "rotorshm-bench-results")
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

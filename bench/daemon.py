@@ -34,7 +34,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import traceback
@@ -251,7 +250,7 @@ class Pool:
 # -- the daemon subprocess -------------------------------------------------------------------
 
 class Daemon:
-    """`python -m rotorshm serve` in a fresh directory under a fresh unique name."""
+    """`rotorshm serve` in a fresh directory under a fresh unique name."""
 
     def __init__(self, parent: Path, flush_ms: float = FLUSH_MS) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="d-", dir=parent))
@@ -259,13 +258,13 @@ class Daemon:
         self.name = unique_name("dmn")
         self.log = self.home / "daemon.log"
         self.socket = self.directory / "writer.sock"  # long paths are handled by rotorshm
-        self.args = [sys.executable, "-m", "rotorshm", "serve", str(self.directory),
-                     "--name", self.name, "--socket", str(self.socket), "--arity", str(ARITY),
-                     "--flush-interval-ms", f"{flush_ms:g}", "--checkpoint", "manual"]
+        self.args = common.serve_argv(
+            str(self.directory), "--name", self.name, "--socket", str(self.socket),
+            "--arity", str(ARITY), "--flush-interval-ms", f"{flush_ms:g}",
+            "--checkpoint", "manual")
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=common.child_env(),
-                                         cwd=str(common.REPO_ROOT))
+                                         stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         try:

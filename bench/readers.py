@@ -45,7 +45,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import traceback
@@ -184,17 +183,17 @@ class Daemon:
         self.directory.mkdir(parents=True)
         self.pin_above_level = pin_above_level
         self.log_path = root / f"{self.name}.log"
-        args = [sys.executable, "-m", "rotorshm", "serve", str(self.directory),
-                "--name", self.name, "--arity", str(ARITY), "--max-depth", str(MAX_DEPTH),
-                "--flush-interval-ms", str(flush_interval_ms), "--checkpoint", "manual"]
+        args = common.serve_argv(str(self.directory), "--name", self.name,
+                                 "--arity", str(ARITY), "--max-depth", str(MAX_DEPTH),
+                                 "--flush-interval-ms", str(flush_interval_ms),
+                                 "--checkpoint", "manual")
         if pin_above_level is not None:
             args += ["--pin-above-level", str(pin_above_level)]
         self.args = args
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         # Its own session: a ^C in the terminal reaches us, and we stop it with SIGTERM.
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=common.child_env(),
-                                     cwd=str(common.REPO_ROOT), start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.leftovers: list[str] = []
         self.exit_code: int | None = None
 

@@ -1,5 +1,13 @@
 """rotorshm: append-only N-ary Merkle trees (LeanIMT) served from shared memory to processes."""
 
+from pkgutil import extend_path
+
+# A source checkout that shadows the installed package (on PYTHONPATH, or as the working
+# directory of `python -m`) has no compiled helper `_native` unless it was built in place.
+# Searching every `rotorshm/` directory on sys.path, in order, lets such a checkout use the
+# installed copy's helper; modules present in the checkout are still found there first.
+__path__ = extend_path(__path__, __name__)
+
 from .client import Client, connect
 from .config import CheckpointPolicy, FlushPolicy, RotorTreeConfig, TieringConfig
 from .errors import (

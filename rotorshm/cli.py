@@ -448,16 +448,15 @@ def _cmd_insert(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"{args.file}: {exc.strerror}") from None
     total = len(data) // NODE_SIZE
-    if total == 0:
-        print("rotorshm: no leaves in the input, nothing inserted", file=sys.stderr)
-        return EXIT_OK
     step = args.batch * NODE_SIZE
     done = batches = 0
     seq = size = 0
-    root = b""
+    root: bytes | None = None
     error: RotorError | None = None
     durable: bool | None = None
     with connect(_insert_socket(args.target)) as client:
+        if total == 0:  # a no-op, as LeanIMT.insert_many([]): report the tree as it is
+            seq, size, root = client.insert_many(b"")
         bar = progress_bar(total, "insert", not args.quiet and total >= PROGRESS_MIN)
         try:
             for off in range(0, len(data), step):
@@ -473,7 +472,8 @@ def _cmd_insert(args: argparse.Namespace) -> int:
                 bar.update(n)
         finally:
             bar.close()
-        if args.durable and done:
+        known = done > 0 or total == 0  # seq, size and root describe the tree now
+        if args.durable and known:
             # Whatever was committed is made durable when asked, even if a later batch failed.
             try:
                 durable = client.wait_durable(seq, args.timeout)
@@ -481,8 +481,9 @@ def _cmd_insert(args: argparse.Namespace) -> int:
                 durable = False
                 error = error or exc
     result: dict[str, Any] = {"inserted": done, "batches": batches,
-                              "seq": seq if done else None, "size": size if done else None,
-                              "root": root.hex() if done else None, "durable": durable}
+                              "seq": seq if known else None, "size": size if known else None,
+                              "root": root.hex() if known and root is not None else None,
+                              "durable": durable}
     message = None
     if error is not None:
         message = (f"{error}; {done} of {total} leaves were committed before (seq {seq}, size "
@@ -494,12 +495,12 @@ def _cmd_insert(args: argparse.Namespace) -> int:
         result["error"] = message
     if args.json:
         _print_json(result)
-    elif done:
+    elif known:
         print(f"inserted: {done} leaves in {batches} batch{'es' if batches != 1 else ''}"
               + (f" (of {total})" if done != total else ""))
         print(f"seq: {seq}")
         print(f"size: {size}")
-        print(f"root: {root.hex()}")
+        print(f"root: {root.hex() if root is not None else 'none (empty tree)'}")
         if durable is not None:
             print(f"durable: {'yes' if durable else 'no'}")
     if message is not None:
@@ -1055,34 +1056,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def run_bench(argv: Sequence[str]) -> int:
-    """Run `python -m bench ARGV...` in a subprocess if the bench package is importable."""
-    try:
-        spec = importlib.util.find_spec("bench")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        print("rotorshm: error: the `bench` package is not importable; run from the rotorshm "
-              "source tree (the directory holding bench/), or add it to PYTHONPATH",
-              file=sys.stderr)
-        return EXIT_USAGE
-    locations = list(spec.submodule_search_locations)
-    try:
-        main_spec = importlib.util.find_spec("bench.__main__")
-    except (ImportError, ValueError):
-        main_spec = None
-    if main_spec is None:
-        import pkgutil
+    """Run the benchmark suite (``python -m bench ARGV...``) in a child process.
 
-        mods = sorted(m.name for m in pkgutil.iter_modules(locations)
-                      if not m.name.startswith("_"))
-        print("rotorshm: error: bench has no __main__ module, so `python -m bench` cannot run;"
-              f" run one of its modules directly (`python -m bench.NAME`): {', '.join(mods)}",
+    The suite ships inside the package as ``rotorshm.bench`` (the source tree's bench/), so
+    it runs from any folder; the child imports this very rotorshm (rotorshm.spawn).
+    """
+    from .spawn import python_argv
+
+    try:
+        package = importlib.import_module("rotorshm.bench")
+    except ImportError as exc:
+        print(f"rotorshm: error: the benchmark suite is not installed with this rotorshm "
+              f"({exc}); reinstall with `pip install .` from the source tree",
               file=sys.stderr)
         return EXIT_USAGE
-    root = os.path.dirname(os.path.abspath(locations[0]))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return subprocess.call([sys.executable, "-m", "bench", *argv], env=env)
+    return subprocess.call(python_argv(package.__name__, *argv, pin=(package,)))
 
 
 # -- parser -----------------------------------------------------------------------------------

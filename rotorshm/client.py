@@ -78,18 +78,24 @@ class Client:
 
     def insert(self, leaf: BytesLike) -> tuple[int, int, bytes]:
         """Submit one leaf; return (WAL sequence, size after it, root at that size)."""
-        return self._insert(leaf_bytes(leaf))
+        seq, size, root = self._insert(leaf_bytes(leaf))
+        assert root is not None  # a tree with the new leaf in it has a root
+        return seq, size, root
 
-    def insert_many(self, leaves: Leaves) -> tuple[int, int, bytes]:
-        """Submit a batch atomically; return (WAL sequence, size after it, root at that size)."""
+    def insert_many(self, leaves: Leaves) -> tuple[int, int, bytes | None]:
+        """Submit a batch atomically; return (WAL sequence, size after it, root at that size).
+
+        An empty batch changes nothing and reports the tree as it is (root None when empty),
+        as LeanIMT.insert_many([]) does.
+        """
         return self._insert(batch_bytes(leaves))
 
-    def _insert(self, data: bytes) -> tuple[int, int, bytes]:
+    def _insert(self, data: bytes) -> tuple[int, int, bytes | None]:
         self._send(OP_INSERT, data)
         op, body = self._recv()
         if op == OP_OK and len(body) == OK_BODY.size:
             seq, size, root = OK_BODY.unpack(body)
-            return seq, size, root
+            return seq, size, (root if size else None)
         if op == OP_ERROR and body:
             raise error_from(body[0], body[1:].decode(errors="replace"))
         raise ProtocolError(f"unexpected reply op 0x{op:02x} ({len(body)} bytes)")

@@ -12,7 +12,6 @@ the directory offline and looks for leftovers in /dev/shm.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import queue
@@ -20,7 +19,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import traceback
@@ -36,6 +34,7 @@ from .offline import inspect_tree
 
 SERVE_TIMEOUT = 30.0
 STOP_TIMEOUT = 300.0
+LOG_TAIL_LINES = 15
 MAX_SAMPLES = 200_000
 
 
@@ -237,36 +236,50 @@ def _reader_loop(name: str, seed: int, per_snapshot: int, stop: EventType, out: 
 
 # -- the daemon -------------------------------------------------------------------------------
 
-def _package_env() -> dict[str, str]:
-    """Environment for a child `python -m rotorshm`: this rotorshm first on PYTHONPATH."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
+def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of a child's log file ('' if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def _start_daemon(cfg: DemoConfig, tree_dir: str, name: str,
                   log: Any) -> subprocess.Popen[bytes]:
-    """Start the writer daemon subprocess and wait until it publishes and listens."""
+    """Start the writer daemon subprocess and wait until it publishes and listens.
+
+    The child runs this very rotorshm (rotorshm.spawn), never a source tree that happens
+    to be the working directory. If it fails to come up, the error carries its log's tail.
+    """
     from .shm import ControlBlock
+    from .spawn import rotorshm_argv
     from .writer import default_socket
 
     max_depth = min(64, max(20, depth_for(cfg.leaves, cfg.arity)))
-    cmd = [sys.executable, "-m", "rotorshm", "serve", tree_dir, "--name", name,
-           "--arity", str(cfg.arity), "--max-depth", str(max_depth),
-           "--pin-above-level", str(cfg.pin_above_level)]
+    cmd = rotorshm_argv("serve", tree_dir, "--name", name, "--arity", str(cfg.arity),
+                        "--max-depth", str(max_depth),
+                        "--pin-above-level", str(cfg.pin_above_level))
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            env=_package_env(), start_new_session=True)
+                            start_new_session=True)
     deadline = time.monotonic() + SERVE_TIMEOUT
     sock = default_socket(tree_dir)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the writer daemon exited with code {proc.returncode} at start")
+            log.flush()
+            tail = log_tail(log.name)
+            raise RuntimeError(f"the writer daemon exited with code {proc.returncode} at start"
+                               + (f"; its log ends with:\n{tail}" if tail else " (empty log)"))
         if os.path.exists(sock) and ControlBlock.live_owner(name) == proc.pid:
             return proc
         time.sleep(0.02)
     _kill(proc)
-    raise RuntimeError(f"the writer daemon did not come up within {SERVE_TIMEOUT:.0f} s")
+    tail = log_tail(log.name)
+    raise RuntimeError(f"the writer daemon did not come up within {SERVE_TIMEOUT:.0f} s"
+                       + (f"; its log ends with:\n{tail}" if tail else ""))
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -324,9 +337,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
                 result.errors.append("the writer daemon did not stop after SIGTERM")
             result.shutdown_seconds = time.perf_counter() - t0
         if result.daemon_exit != 0:
-            with contextlib.suppress(OSError), open(os.path.join(tmp, "serve.log"), "rb") as f:
-                tail = f.read()[-2000:].decode(errors="replace")
-                result.errors.append(f"daemon log: {tail.strip()}")
+            tail = log_tail(os.path.join(tmp, "serve.log"))
+            result.errors.append(f"daemon log: {tail}")
         result.leftovers = shm_leftovers(name)
         report = inspect_tree(tree_dir)
         if report["ok"]:
@@ -406,6 +418,7 @@ def _ingest(cfg: DemoConfig, tree_dir: str, data: bytes, result: DemoResult) -> 
                 result.insert_seconds += t1 - t0
                 result.durable_waits.append(t2 - t1)
                 result.leaves = size
+                assert root is not None  # the batch was not empty
                 result.final_root = root.hex()
                 bar.update(len(chunk) // NODE_SIZE)
             result.wall_seconds = clock() - start
@@ -528,5 +541,7 @@ def format_summary(r: DemoResult) -> str:
         if s.error:
             out.append(f"  reader {s.index} crashed:\n{s.error}")
     for e in r.errors:
-        out.append(f"  error: {e}")
+        first, *rest = e.splitlines() or [""]
+        out.append(f"  error: {first}")
+        out.extend(f"    | {line}" for line in rest)
     return "\n".join(out)

@@ -27,6 +27,8 @@ from .errors import (
 
 FRAME = struct.Struct("<IB")
 OK_BODY = struct.Struct("<QQ32s")
+#: Root field of an OK reply for an empty tree (size 0); clients read it as None.
+ZERO_ROOT = bytes(32)
 SEQ_BODY = struct.Struct("<Q")
 MAX_FRAME = 64 << 20
 

@@ -35,6 +35,7 @@ from .protocol import (
     OP_INSERT,
     OP_OK,
     OP_SYNC,
+    ZERO_ROOT,
     check_socket_path,
     error_code,
     reachable_path,
@@ -253,11 +254,13 @@ class WriterDaemon:
 
     def _submit(self, data: bytes) -> _Pending:
         item = _Pending(data)
-        if not data or len(data) % NODE_SIZE:
+        if len(data) % NODE_SIZE:
             item.error = InvalidLeaf(
-                f"a batch must be a non-empty multiple of {NODE_SIZE} bytes, got {len(data)}"
+                f"a batch must be a multiple of {NODE_SIZE} bytes, got {len(data)}"
             )
             return item
+        # An empty batch goes through the queue too: the ingest thread, the only writer,
+        # answers it with a consistent (seq, size, root) of the tree as it is then.
         with self._queue_cv:
             if self._stop.is_set():
                 item.error = TreeClosed("the writer is shutting down")
@@ -298,10 +301,13 @@ class WriterDaemon:
         tree = self.tree
         assert tree is not None
         accepted: list[_Pending] = []
+        empty: list[_Pending] = []
         room = tree.core.capacity - tree.core.size
         for item in group:
             n = len(item.data) // NODE_SIZE
-            if n > room:
+            if n == 0:
+                empty.append(item)
+            elif n > room:
                 item.error = CapacityExceeded(
                     f"{n} leaves do not fit: {room} left of capacity {tree.core.capacity}"
                 )
@@ -319,6 +325,10 @@ class WriterDaemon:
         except Exception as exc:  # noqa: BLE001 - every waiting client must hear about it
             for item in accepted:
                 item.error = exc
+        if empty:  # a no-op, as LeanIMT.insert_many([]): report the tree as it is
+            size, root = tree.core.size, tree.core.root
+            for item in empty:
+                item.result = (tree.written_seq, size, root if root is not None else ZERO_ROOT)
         for item in group:
             item.done.set()
 

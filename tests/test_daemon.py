@@ -777,9 +777,15 @@ def test_client_bad_inputs_and_capacity(daemons: Daemons) -> None:
         assert frame is not None and frame[0] == OP_ERROR
         assert isinstance(error_from(frame[1][0], ""), InvalidLeaf)
         assert reader.size == 0
+        # An empty batch is a no-op reporting the tree as it is, as LeanIMT.insert_many([]).
+        assert client.insert_many([]) == (0, 0, None)
+        assert client.insert_many(b"") == (0, 0, None)
 
-        _, size, root = client.insert_many(leaf_range(0, 10))
+        seq, size, root = client.insert_many(leaf_range(0, 10))
         assert size == 10
+        assert client.insert_many([]) == (seq, 10, root)
+        assert client.wait_durable(seq, timeout=30)
+        assert reader.snapshot().size == 10
         with pytest.raises(CapacityExceeded):
             client.insert_many(leaf_range(10, 17))
         snap = reader.snapshot()
