@@ -394,6 +394,8 @@ def test_12_one_addressing_rule(daemons: Daemons, tmp_path: Path) -> None:
     info = status(str(other.directory))
     assert info["name"] == other.name and info["size"] == 7
     ok(run("proof", str(other.directory), "6"))
+    assert json.loads(ok(run("inspect", other.name, "--json")))["directory"] == str(
+        other.directory.resolve())  # inspect takes a name too: its control block's directory
     # A directory nobody publishes: the message explains the name it would have.
     (tmp_path / "idle").mkdir()
     line = one_line(run("proof", str(tmp_path / "idle"), "0"), 1, "no writer publishes")
