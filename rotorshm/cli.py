@@ -3,8 +3,8 @@
 Subcommands: serve (writer daemon), insert (submit leaves to a daemon), proof and
 consistency (from a published tree), verify (a proof file against a trusted root),
 status (of a published tree), cleanup (what a dead writer left), inspect (offline check
-of a tree directory), demo (multi-process end-to-end run) and bench (forwards to
-`python -m bench`).
+of a tree directory), demo (multi-process end-to-end run) and bench (the benchmark
+suite).
 
 Addressing: every TREE argument is a directory or a name. It is a directory if it
 contains a '/', is '.' or '..', or names an existing directory; otherwise it is the name
@@ -1096,7 +1096,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name readers attach to: 1..64 ASCII letters, digits, '_', '-', '.' "
                         "(default: derived from DIR's real path)")
     p.add_argument("--socket", metavar="PATH",
-                   help="socket path; its directory must exist (default: DIR/writer.sock)")
+                   help="socket path; its directory must exist or be DIR (default: "
+                        "DIR/writer.sock)")
     p.add_argument("--arity", type=_arity, default=None,
                    help=f"children per node, {MIN_ARITY}..{MAX_ARITY} (new tree: default 4; "
                         "existing tree: read from it)")
