@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 from types import TracebackType
 
-from .errors import AccessDenied, ProtocolError, TreeClosed, WriterGone, WriterUnavailable
+from .errors import (
+    AccessDenied,
+    IndexOutOfRange,
+    InvalidArgument,
+    ProtocolError,
+    TreeClosed,
+    WriterGone,
+    WriterUnavailable,
+)
 from .protocol import (
     OK_BODY,
     OP_ERROR,
@@ -23,8 +32,11 @@ from .protocol import (
     send_frame,
 )
 from .shm import ControlBlock
+from .snapshot import as_index
 from .tree import BytesLike, Leaves, batch_bytes, leaf_bytes
 from .writer import default_socket
+
+MAX_SEQ = 2**64 - 1
 
 
 class Client:
@@ -111,6 +123,16 @@ class Client:
         failed) before `seq` was durable; WriterGone if the writer this client connected
         to was replaced before the first wait.
         """
+        seq = as_index(seq, "seq")
+        if not 0 <= seq <= MAX_SEQ:
+            raise IndexOutOfRange(f"seq must be in 0..{MAX_SEQ}, got {seq}")
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, (int, float))):
+            raise InvalidArgument(f"timeout must be None or seconds, got {timeout!r:.40}")
+        if timeout is not None and not timeout >= 0:
+            raise InvalidArgument(f"timeout must be None or >= 0 seconds, got {timeout!r}")
+        if timeout is not None and math.isinf(timeout):
+            timeout = None
         ctl = self._control()
         if ctl.durable_seq >= seq:
             return True

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -11,6 +14,40 @@ from .hashing import check_arity
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called as progress(phase, done, total) while opening a large tree."""
+
+MAX_DEPTH = 64
+"""The deepest tree any arity may have (a u64 size never needs more levels)."""
+
+NAME_MAX = 64
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_max_depth(max_depth: object) -> int:
+    """Return `max_depth` if it is an integer in 1..MAX_DEPTH, else raise InvalidConfig."""
+    if (not isinstance(max_depth, int) or isinstance(max_depth, bool)
+            or not 1 <= max_depth <= MAX_DEPTH):
+        raise InvalidConfig(
+            f"max_depth must be an integer in 1..{MAX_DEPTH}, got {max_depth!r:.40}"
+        )
+    return max_depth
+
+
+def check_tree_name(name: object) -> str:
+    """Return `name` if it is a valid tree name, else raise InvalidConfig.
+
+    A tree name is 1..64 ASCII letters, digits, '_', '-' and '.', not starting with '.'
+    or '-': it is embedded in POSIX shared-memory names (255 bytes at most), must never
+    be mistaken for a path (no '/', never '.' or '..') and must survive a shell and a
+    log line unchanged (no spaces, newlines or other control characters).
+    """
+    if not isinstance(name, str):
+        raise InvalidConfig(f"a tree name is a string, got {type(name).__name__}")
+    if not 1 <= len(name) <= NAME_MAX or not name.isascii() or not _NAME.fullmatch(name):
+        raise InvalidConfig(
+            f"tree name must be 1..{NAME_MAX} ASCII letters, digits, '_', '-' or '.', not "
+            f"starting with '.' or '-', got {name!r:.100}"
+        )
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +60,12 @@ class FlushPolicy:
     @classmethod
     def interval(cls, seconds: float = 0.010) -> FlushPolicy:
         """Group-commit every `seconds` (a waiter asks for an immediate sync)."""
-        if not seconds > 0:
-            raise InvalidConfig(f"flush interval must be > 0 seconds, got {seconds!r}")
+        if (not isinstance(seconds, (int, float)) or isinstance(seconds, bool)
+                or not 0 < seconds <= threading.TIMEOUT_MAX or not math.isfinite(seconds)):
+            raise InvalidConfig(
+                f"flush interval must be a finite number of seconds in "
+                f"(0, {threading.TIMEOUT_MAX:.0f}], got {seconds!r:.40}"
+            )
         return cls("interval", float(seconds))
 
     @classmethod
@@ -48,14 +89,14 @@ class CheckpointPolicy:
     @classmethod
     def every_n_entries(cls, n: int) -> CheckpointPolicy:
         """Checkpoint once `n` leaves arrived since the last checkpoint."""
-        if not isinstance(n, int) or n < 1:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise InvalidConfig(f"every_n_entries needs n >= 1, got {n!r}")
         return cls("every_n_entries", n)
 
     @classmethod
     def memory_threshold(cls, nbytes: int) -> CheckpointPolicy:
         """Checkpoint once the WAL holds `nbytes` or more."""
-        if not isinstance(nbytes, int) or nbytes < 1:
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 1:
             raise InvalidConfig(f"memory_threshold needs bytes >= 1, got {nbytes!r}")
         return cls("memory_threshold", nbytes)
 
@@ -72,8 +113,9 @@ class TieringConfig:
     pin_above_level: int = 1 << 30
 
     def __post_init__(self) -> None:
-        if not isinstance(self.pin_above_level, int) or self.pin_above_level < 0:
-            raise InvalidConfig(f"pin_above_level must be >= 0, got {self.pin_above_level!r}")
+        pin = self.pin_above_level
+        if not isinstance(pin, int) or isinstance(pin, bool) or pin < 0:
+            raise InvalidConfig(f"pin_above_level must be an integer >= 0, got {pin!r:.40}")
 
     def pinned(self, level: int) -> bool:
         """True if `level` lives in a shared-memory segment."""
@@ -95,8 +137,17 @@ class RotorTreeConfig:
     progress: ProgressCallback | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.path, (str, os.PathLike)):
+            raise InvalidConfig(f"path must be a str or os.PathLike, got {self.path!r:.80}")
+        path = os.fspath(self.path)
+        if not path or (isinstance(path, str) and "\0" in path):
+            raise InvalidConfig(f"path must name a directory, got {path!r:.80}")
         check_arity(self.arity)
-        if not isinstance(self.max_depth, int) or not 1 <= self.max_depth <= 64:
-            raise InvalidConfig(f"max_depth must be an integer in 1..64, got {self.max_depth!r}")
-        if self.name is not None and (not self.name or "/" in self.name or len(self.name) > 64):
-            raise InvalidConfig(f"name must be 1..64 characters without '/', got {self.name!r}")
+        check_max_depth(self.max_depth)
+        if self.name is not None:
+            check_tree_name(self.name)
+        for what, value, kind in (("flush_policy", self.flush_policy, FlushPolicy),
+                                  ("checkpoint_policy", self.checkpoint_policy, CheckpointPolicy),
+                                  ("tiering", self.tiering, TieringConfig)):
+            if not isinstance(value, kind):
+                raise InvalidConfig(f"{what} must be a {kind.__name__}, got {value!r:.80}")

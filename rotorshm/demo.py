@@ -28,7 +28,8 @@ from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 from .cli import progress_bar
-from .hashing import NODE_SIZE, depth_for, hash_leaf
+from .errors import InvalidConfig
+from .hashing import NODE_SIZE, check_arity, depth_for, hash_leaf
 from .offline import inspect_tree
 
 SERVE_TIMEOUT = 30.0
@@ -50,6 +51,16 @@ class DemoConfig:
     seed: int = 1
     progress: bool = True
     proofs_per_snapshot: int = 8
+
+    def __post_init__(self) -> None:
+        # Checked before anything runs, so a bad value never yields a half-run summary.
+        check_arity(self.arity)
+        for what, value, low in (("leaves", self.leaves, 1), ("readers", self.readers, 0),
+                                 ("batch", self.batch, 1),
+                                 ("pin_above_level", self.pin_above_level, 0),
+                                 ("proofs_per_snapshot", self.proofs_per_snapshot, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InvalidConfig(f"demo {what} must be an integer >= {low}, got {value!r}")
 
 
 @dataclass

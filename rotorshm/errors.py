@@ -15,6 +15,10 @@ class IndexOutOfRange(RotorError, IndexError):
     """A leaf index, level or size lies outside the tree (or the snapshot)."""
 
 
+class InvalidArgument(RotorError, TypeError):
+    """An argument has the wrong type: e.g. a bool, float, str or None given as an index."""
+
+
 class CapacityExceeded(RotorError):
     """An insert would need a tree deeper than max_depth; nothing was inserted."""
 

@@ -6,6 +6,7 @@ WAL is replayed into an in-memory overlay over the checkpointed levels.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -182,6 +183,35 @@ def _read_or_none(path: str) -> bytes | None:
         return None
 
 
+class NotATree(RotorError):
+    """The inspected path exists but is not (and never was) a tree directory."""
+
+
+def torn_tail_note(path: str, scan: Any, verb: str = "dropped") -> str:
+    """One line telling what a torn WAL tail holds: file, offset, bytes and leaves dropped."""
+    from .wal import HEADER, MAX_PAYLOAD
+
+    end, torn = scan.end, scan.torn_bytes
+    head = b""
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        f.seek(end)
+        head = f.read(HEADER.size)
+    if len(head) < HEADER.size:
+        what = "an incomplete record header, no whole leaf"
+    elif not any(head):
+        what = "zero-filled, no record"
+    else:
+        _crc, length, seq = HEADER.unpack(head)
+        if length % NODE_SIZE or length > MAX_PAYLOAD:
+            what = "a damaged record header, no whole leaf"
+        else:
+            k = length // NODE_SIZE
+            what = (f"the record of seq {seq} with {k} lea{'f' if k == 1 else 'ves'}, "
+                    f"incomplete or failing its checksum")
+    return (f"{path}: {verb} a torn last record at offset {end}: {torn} bytes, {what} "
+            f"(an append a crash interrupted: it was never durable)")
+
+
 def _error_text(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, RotorError) and exc.filename:
         return f"{exc.filename}: {exc.strerror}"
@@ -196,11 +226,19 @@ def _inspect_once(path: str, report: dict[str, Any], progress: ProgressCallback 
 
     data_dir = os.path.join(path, DATA_DIR)
     header_path = os.path.join(data_dir, ckpt.HEADER_FILE)
+    if not os.path.lexists(path):
+        raise NotATree(f"{path}: no such file or directory")
     if not os.path.isdir(path):
-        raise RotorError(f"{path}: not a directory")
+        raise NotATree(f"{path}: not a directory")
+    entries = os.listdir(path)  # PermissionError: unreadable, not corrupt
     header = ckpt.read_header(data_dir)  # CRC, magic, version and geometry
     if header is None:
-        raise RotorError(f"{path}: not a rotorshm tree directory ({header_path} is missing)")
+        if not entries:
+            raise NotATree(f"{path}: an empty directory, not a rotorshm tree")
+        if not {DATA_DIR, WAL_FILE} & set(entries):
+            raise NotATree(f"{path}: not a rotorshm tree directory (no {DATA_DIR}/ "
+                           f"{ckpt.HEADER_FILE} nor {WAL_FILE})")
+        raise CorruptionError(f"{header_path}: missing (the directory holds a tree's files)")
     arity = header.arity
     report["header"] = {"arity": arity, "max_depth": header.max_depth,
                         "version": header.version, "chunk_nodes": header.chunk_nodes,
@@ -230,6 +268,8 @@ def _inspect_once(path: str, report: dict[str, Any], progress: ProgressCallback 
         "stale_records": len(scan.records) - len(live),
         "torn_bytes": scan.torn_bytes,
     }
+    if scan.torn_bytes:
+        report["warnings"].append(torn_tail_note(wal_path, scan, "recovery will drop"))
 
     lengths = meta.lengths if meta is not None else ()
     frontier = meta.frontier if meta is not None else ()
@@ -257,6 +297,15 @@ def _inspect_once(path: str, report: dict[str, Any], progress: ProgressCallback 
         core.close()
 
 
+def _problem(exc: BaseException) -> str:
+    """What kind of failure `exc` is: not_a_tree, unreadable or corrupt."""
+    if isinstance(exc, NotATree):
+        return "not_a_tree"
+    if isinstance(exc, OSError) and not isinstance(exc, RotorError):
+        return "unreadable"  # permissions, I/O errors: the files may well be fine
+    return "corrupt"
+
+
 def inspect_tree(path: str, progress: ProgressCallback | None = None,
                  attempts: int = 5) -> dict[str, Any]:
     """Check a tree directory read-only and return a JSON-ready report (`ok`, `error`, ...).
@@ -266,6 +315,10 @@ def inspect_tree(path: str, progress: ProgressCallback | None = None,
     lock and writes nothing, so it also works beside a running writer; then a
     checkpoint taken mid-inspection can make the files disagree, and the inspection is
     repeated (up to `attempts` times) while checkpoint.meta keeps changing.
+
+    `problem` tells a failure's kind: "not_a_tree" (missing, not a directory, empty or
+    without a tree's files), "unreadable" (permissions, I/O) or "corrupt". `warnings`
+    lists what recovery would drop (a torn WAL tail) although the tree is OK.
     """
     from .store import DATA_DIR, LOCK_FILE
 
@@ -277,16 +330,19 @@ def inspect_tree(path: str, progress: ProgressCallback | None = None,
     attempt = 0
     for attempt in range(1, attempts + 1):  # noqa: B007 - reported below
         before = _read_or_none(meta_path)
+        report["warnings"] = []
         try:
             _inspect_once(path, report, progress)
         except (RotorError, OSError) as exc:
             report["ok"] = False
             report["error"] = _error_text(exc)
+            report["problem"] = _problem(exc)
             if pid is None or _read_or_none(meta_path) == before:
                 break
         else:
             report["ok"] = True
             report["error"] = None
+            report["problem"] = None
             break
     report["attempts"] = attempt
     return report

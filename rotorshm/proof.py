@@ -209,8 +209,8 @@ class InclusionProof:
             sibs = tuple(_hex_hash(h) for h in _json_list(raw, "siblings", arity - 1))
             levels.append(ProofLevel(pos, sibs))
         return cls(
-            root=_hex_hash(obj.get("root")),
-            leaf=_hex_hash(obj.get("leaf")),
+            root=_json_hash(obj, "root"),
+            leaf=_json_hash(obj, "leaf"),
             leaf_index=_json_int(obj, "leaf_index", 0, MAX_SIZE),
             tree_size=_json_int(obj, "tree_size", 1, MAX_SIZE),
             arity=arity,
@@ -438,8 +438,8 @@ class ConsistencyProof:
             added = tuple(_hex_hash(h) for h in _json_list(raw, "new", arity - 1))
             levels.append(ConsistencyLevel(shared, added))
         return cls(
-            old_root=_hex_hash(obj.get("old_root")),
-            new_root=_hex_hash(obj.get("new_root")),
+            old_root=_json_hash(obj, "old_root"),
+            new_root=_json_hash(obj, "new_root"),
             old_size=_json_int(obj, "old_size", 1, MAX_SIZE),
             new_size=_json_int(obj, "new_size", 1, MAX_SIZE),
             arity=arity,
@@ -494,15 +494,37 @@ def _load_json(text: object, kind: str) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:
         raise InvalidProof(f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
-        raise InvalidProof("proof JSON must be an object")
-    if obj.get("version") != FORMAT_VERSION or isinstance(obj.get("version"), bool):
-        raise InvalidProof(f"unsupported proof format version {obj.get('version')!r}")
+        raise InvalidProof(f"proof JSON must be an object, got {_json_kind(obj)}")
+    if "type" not in obj:
+        raise InvalidProof(f'missing field "type" (expected "{kind}")')
     if obj.get("type") != kind:
-        raise InvalidProof(f"expected a {kind} proof, got type {obj.get('type')!r}")
+        raise InvalidProof(f"expected a {kind} proof, got type {obj.get('type')!r:.40}")
+    if "version" not in obj:
+        raise InvalidProof(f'missing field "version" (expected {FORMAT_VERSION})')
+    if obj.get("version") != FORMAT_VERSION or isinstance(obj.get("version"), bool):
+        raise InvalidProof(f"unsupported proof format version {obj.get('version')!r:.40}"
+                           f" (expected {FORMAT_VERSION})")
     return obj
 
 
+def _json_kind(obj: object) -> str:
+    """A JSON value's kind in JSON's own terms (for messages)."""
+    return {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(obj), type(obj).__name__)
+
+
+def _json_hash(obj: dict[str, Any], key: str) -> bytes:
+    if key not in obj:
+        raise InvalidProof(f'missing field "{key}"')
+    try:
+        return _hex_hash(obj[key])
+    except InvalidProof as exc:
+        raise InvalidProof(f'field "{key}": {exc}') from None
+
+
 def _json_int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    if key not in obj:
+        raise InvalidProof(f'missing field "{key}"')
     v = obj.get(key)
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise InvalidProof(f"field {key!r} must be an integer in {lo}..{hi}, got {v!r:.40}")
@@ -510,6 +532,8 @@ def _json_int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
 
 
 def _json_list(obj: dict[str, Any], key: str, max_len: int) -> list[Any]:
+    if key not in obj:
+        raise InvalidProof(f'missing field "{key}"')
     v = obj.get(key)
     if not isinstance(v, list) or len(v) > max_len:
         raise InvalidProof(f"field {key!r} must be a list of at most {max_len} items")

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from .errors import (
     CapacityExceeded,
+    InvalidConfig,
     InvalidLeaf,
     ProtocolError,
     RotorError,
@@ -61,6 +62,34 @@ def error_from(code: int, message: str) -> RotorError:
 
 
 SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; keep a margin
+_PROC_FD_HEAD = len(b"/proc/self/fd/2147483647/")
+
+
+def check_socket_path(path: str, parent_will_exist: bool = False) -> str:
+    """Return `path` if a Unix socket can be bound there, else raise InvalidConfig.
+
+    Checked before anything is created: the path must be non-empty, its directory must
+    exist (unless `parent_will_exist`, for DIR/writer.sock of a tree still to be created),
+    it must not be a directory, and it must fit a socket address directly or through
+    /proc/self/fd (see reachable_path).
+    """
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise InvalidConfig(f"socket path must be a non-empty path, got {path!r:.100}")
+    raw = os.fsencode(path)
+    parent = os.path.dirname(path) or "."
+    if not parent_will_exist and not os.path.isdir(parent):
+        raise InvalidConfig(f"socket path {path}: directory {parent} does not exist")
+    if os.path.isdir(path):
+        raise InvalidConfig(f"socket path {path}: is a directory")
+    base = os.path.basename(raw)
+    if len(raw) > SUN_PATH_MAX and (_PROC_FD_HEAD + len(base) > SUN_PATH_MAX
+                                    or not os.path.isdir("/proc/self/fd")):
+        raise InvalidConfig(
+            f"socket path too long for a Unix socket ({len(raw)} bytes): use at most "
+            f"{SUN_PATH_MAX} bytes, or a file name of at most {SUN_PATH_MAX - _PROC_FD_HEAD} "
+            f"bytes in a deeper directory"
+        )
+    return path
 
 
 @contextmanager

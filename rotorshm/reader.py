@@ -7,7 +7,7 @@ import time
 from types import TracebackType
 
 from .checkpoint import level_dir
-from .errors import IndexOutOfRange, TreeClosed, WriterGone
+from .errors import IndexOutOfRange, InvalidArgument, TreeClosed, WriterGone
 from .levels import FileLevel, Level
 from .segments import ShmLevel
 from .shm import ControlBlock, Published, check_name
@@ -61,8 +61,8 @@ class Reader:
         self._last: Snapshot | None = None
         self._attach()
 
-    def _attach(self) -> None:
-        self._att = _Attachment(ControlBlock.attach(self.name))
+    def _attach(self, ctl: ControlBlock | None = None) -> None:
+        self._att = _Attachment(ctl if ctl is not None else ControlBlock.attach(self.name))
 
     @property
     def _ctl(self) -> ControlBlock | None:
@@ -180,14 +180,35 @@ class Reader:
         """Block until `root` is the published root; False on timeout or writer death."""
         return self._control().wait_change(lambda: self.snapshot().root == root, timeout)
 
-    def reattach(self) -> None:
+    def reattach(self, timeout: float | None = 10.0) -> None:
         """Follow a restarted writer (new epoch). Old snapshots stay usable until dropped.
+
+        A writer restarting after a crash recovers before it publishes, and meanwhile the
+        name still shows its dead predecessor's control block: wait up to `timeout`
+        seconds (None: no limit) for a live writer under the name. If none appears,
+        raise WriterGone and stay as before (serving the last snapshot).
 
         Safe while other threads use the reader: the old control block is unmapped only
         once the calls in flight on it have left (see ControlBlock.close).
         """
         old = self._control()
-        self._attach()
+        if timeout is not None and not timeout >= 0:
+            raise InvalidArgument(f"timeout must be None or >= 0 seconds, got {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                ctl: ControlBlock | None = ControlBlock.attach(self.name)
+            except WriterGone:
+                ctl = None
+            if ctl is not None:
+                if ctl.writer_alive():
+                    break
+                ctl.close()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WriterGone(f"no live writer publishes {self.name!r}"
+                                 + (f" (waited {timeout:g} s)" if timeout else ""))
+            time.sleep(0.01)
+        self._attach(ctl)
         old.close()
         self._last = None
 

@@ -15,6 +15,8 @@ Layout (little-endian, every word naturally aligned; DESIGN.md §4):
     1232  published state, STATE_BYTES: size u64, WAL seq u64, level count u64, then
           per level (MAX_LEVELS slots): length u64, frontier hash [32]. Levels are
           interleaved so that a reader copies only the prefix a tree of its depth uses.
+    4096  socket path: length u32 + 1020 bytes (length 0: DIR/writer.sock)
+    5120  recovery note: length u32 + 1020 bytes utf-8 (what recovery dropped; 0: nothing)
 
 Only the C helper touches the seqlock counter and the words under it, with the orderings
 DESIGN.md §4 prescribes; Python only packs and parses private copies.
@@ -42,11 +44,12 @@ import posix_ipc
 
 from ._native import ffi, lib
 from .atomics import WAKE_ALL, SharedWords
+from .config import check_tree_name
 from .errors import AccessDenied, InvalidConfig, StorePoisoned, TreeLocked, WriterGone
 from .segments import SEGMENT_PREFIX, SHM_DIR, unlink_segment
 
 MAGIC = b"RSHMCTL1"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3  # 3: flags word (durability lost), socket path, recovery note
 MAX_LEVELS = 65
 CTL_BYTES = 8192
 
@@ -66,6 +69,10 @@ OFF_PREFIX = 1096
 PREFIX_MAX = 124
 OFF_SEQLOCK = 1224
 OFF_STATE_DATA = 1232
+OFF_SOCKET = 4096
+SOCKET_MAX = 1020
+OFF_NOTE = 5120
+NOTE_MAX = 1020
 _STATE_HEAD = struct.Struct("<QQQ")
 _LEVEL_BYTES = 8 + 32
 STATE_BYTES = _STATE_HEAD.size + _LEVEL_BYTES * MAX_LEVELS
@@ -80,7 +87,8 @@ HEARTBEAT_PERIOD = 0.1
 HEARTBEAT_STALE_NS = 3_000_000_000
 SPIN_RETRIES = 20_000
 
-assert OFF_STATE_DATA + STATE_BYTES <= CTL_BYTES
+assert OFF_STATE_DATA + STATE_BYTES <= OFF_SOCKET
+assert OFF_NOTE + 4 + NOTE_MAX <= CTL_BYTES
 
 
 Check = Callable[[], bool]
@@ -92,10 +100,43 @@ def control_name(name: str) -> str:
 
 
 def check_name(name: str) -> str:
-    """Validate a tree name used in segment names."""
-    if not isinstance(name, str) or not 1 <= len(name) <= 64 or "/" in name or "\0" in name:
-        raise InvalidConfig(f"tree name must be 1..64 characters without '/', got {name!r}")
-    return name
+    """Validate a tree name used in segment names (config.check_tree_name: one rule)."""
+    return check_tree_name(name)
+
+
+def published_names() -> list[str]:
+    """Names of every tree with a control block in /dev/shm (live or left by a dead writer)."""
+    head, tail = SEGMENT_PREFIX, ".ctl"
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    out = []
+    for e in sorted(entries):
+        if e.startswith(head) and e.endswith(tail):
+            name = e[len(head) : -len(tail)]
+            try:
+                out.append(check_tree_name(name))
+            except InvalidConfig:
+                continue
+    return out
+
+
+def names_publishing(directory: str) -> list[str]:
+    """Names whose control block says it publishes the tree in `directory` (live first)."""
+    want = os.path.realpath(directory)
+    found: list[tuple[bool, str]] = []
+    for name in published_names():
+        try:
+            block = ControlBlock.attach(name)
+        except (WriterGone, AccessDenied):
+            continue
+        try:
+            if os.path.realpath(block.directory) == want:
+                found.append((not block.owner_alive(), name))
+        finally:
+            block.close()
+    return [name for _, name in sorted(found)]
 
 
 def pid_alive(pid: int) -> bool:
@@ -161,7 +202,8 @@ class ControlBlock:
 
     @classmethod
     def create(cls, name: str, *, arity: int, max_depth: int, epoch: int, directory: str,
-               segment_prefix: str, pin_above_level: int, mode: int = 0o600) -> ControlBlock:
+               segment_prefix: str, pin_above_level: int, mode: int = 0o600,
+               socket_path: str = "", note: str = "") -> ControlBlock:
         """Create and initialise the control block of tree `name`, replacing a stale one.
 
         A block whose writer is still alive (starting or live) is never replaced:
@@ -170,8 +212,10 @@ class ControlBlock:
         seg_name = control_name(check_name(name))
         dir_b = os.fsencode(directory)
         pre_b = segment_prefix.encode()
-        if len(dir_b) > DIR_MAX or len(pre_b) > PREFIX_MAX:
-            raise InvalidConfig("tree directory path or segment prefix too long")
+        sock_b = os.fsencode(socket_path)
+        note_b = note.encode()[:NOTE_MAX]
+        if len(dir_b) > DIR_MAX or len(pre_b) > PREFIX_MAX or len(sock_b) > SOCKET_MAX:
+            raise InvalidConfig("tree directory path, socket path or segment prefix too long")
         for _ in range(3):
             try:
                 seg = posix_ipc.SharedMemory(seg_name, posix_ipc.O_CREX, mode=mode,
@@ -201,6 +245,10 @@ class ControlBlock:
         m[OFF_DIR + 4 : OFF_DIR + 4 + len(dir_b)] = dir_b
         struct.pack_into("<I", m, OFF_PREFIX, len(pre_b))
         m[OFF_PREFIX + 4 : OFF_PREFIX + 4 + len(pre_b)] = pre_b
+        struct.pack_into("<I", m, OFF_SOCKET, len(sock_b))
+        m[OFF_SOCKET + 4 : OFF_SOCKET + 4 + len(sock_b)] = sock_b
+        struct.pack_into("<I", m, OFF_NOTE, len(note_b))
+        m[OFF_NOTE + 4 : OFF_NOTE + 4 + len(note_b)] = note_b
         block = cls(name, m, writable=True)
         block.beat()
         block.words.store_u64(0, int.from_bytes(MAGIC, "little"))  # release: fields first
@@ -300,6 +348,18 @@ class ControlBlock:
         """The tree directory (shard files of file-tier levels live under it)."""
         n = struct.unpack_from("<I", self._map, OFF_DIR)[0]
         return os.fsdecode(self._map[OFF_DIR + 4 : OFF_DIR + 4 + n])
+
+    @property
+    def socket_path(self) -> str:
+        """The writer's socket ('' if it is the default, DIR/writer.sock)."""
+        n = min(struct.unpack_from("<I", self._map, OFF_SOCKET)[0], SOCKET_MAX)
+        return os.fsdecode(self._map[OFF_SOCKET + 4 : OFF_SOCKET + 4 + n])
+
+    @property
+    def note(self) -> str:
+        """What the writer's recovery dropped (a torn WAL tail), '' if nothing."""
+        n = min(struct.unpack_from("<I", self._map, OFF_NOTE)[0], NOTE_MAX)
+        return self._map[OFF_NOTE + 4 : OFF_NOTE + 4 + n].decode(errors="replace")
 
     @property
     def segment_prefix(self) -> str:

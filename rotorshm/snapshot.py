@@ -9,9 +9,10 @@ from the snapshot's own frontier copy, because the writer rewrites it as leaves 
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Sequence
 
-from .errors import IndexOutOfRange
+from .errors import IndexOutOfRange, InvalidArgument
 from .hashing import NODE_SIZE, hash_children, level_lengths
 from .levels import Level
 from .proof import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
@@ -32,6 +33,20 @@ def _full_group_slices(arity: int) -> list[tuple[slice, ...]]:
 
 
 _tuple_new = tuple.__new__
+
+
+def as_index(value: object, what: str) -> int:
+    """`value` as an int if it is an integer (not a bool), else InvalidArgument.
+
+    Accepts anything with __index__ (e.g. numpy integers); refuses bool, float, str and
+    None, which Python would otherwise accept or turn into a bare TypeError.
+    """
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise InvalidArgument(f"{what} must be an integer, got {type(value).__name__} "
+                              f"{value!r:.40}")
+    return operator.index(value)  # type: ignore[arg-type]
 
 
 class Snapshot:
@@ -70,6 +85,7 @@ class Snapshot:
 
     def level_len(self, level: int) -> int:
         """Number of nodes on `level` (0 above the root)."""
+        level = as_index(level, "level")
         if level < 0:
             raise IndexOutOfRange(f"level {level} is negative")
         return self._lengths[level] if level < len(self._lengths) else 0
@@ -77,6 +93,7 @@ class Snapshot:
     def get_node(self, level: int, index: int) -> bytes:
         """Node `index` of `level` as of this snapshot."""
         n = self.level_len(level)
+        index = as_index(index, "node index")
         if not 0 <= index < n:
             raise IndexOutOfRange(f"node {index} not on level {level} of length {n}")
         if index == n - 1:
@@ -102,18 +119,22 @@ class Snapshot:
             edges.append(hash_children(members))
         return tuple(edges)
 
-    def _check_size(self, size: int, what: str) -> None:
+    def _check_size(self, size: int, what: str) -> int:
+        size = as_index(size, what)
         if not 1 <= size <= self.size:
             raise IndexOutOfRange(f"{what} {size} outside 1..{self.size}")
+        return size
 
     def root_at(self, size: int) -> bytes:
         """Root of the tree as it was when it had `size` leaves (1 <= size <= self.size)."""
-        self._check_size(size, "size")
+        size = self._check_size(size, "size")
         return self._edges(size)[-1]
 
     def generate_proof(self, index: int, size: int | None = None) -> InclusionProof:
         """Inclusion proof for leaf `index`, against this snapshot or an earlier `size`."""
-        if size is not None and size != self.size:
+        if type(index) is not int:
+            index = as_index(index, "leaf index")
+        if size is not None and (type(size) is not int or size != self.size):
             return self._proof_at(index, size)
         if not 0 <= index < self.size:
             raise IndexOutOfRange(f"leaf {index} not in a tree of {self.size} leaves")
@@ -141,7 +162,7 @@ class Snapshot:
         return InclusionProof(frontier[-1], leaf, index, self.size, n, tuple(out))
 
     def _proof_at(self, index: int, size: int) -> InclusionProof:
-        self._check_size(size, "size")
+        size = self._check_size(size, "size")
         if not 0 <= index < size:
             raise IndexOutOfRange(f"leaf {index} not in a tree of {size} leaves")
         n = self.arity
@@ -167,8 +188,8 @@ class Snapshot:
         self, old_size: int, new_size: int | None = None
     ) -> ConsistencyProof:
         """Proof that the tree at `old_size` is a prefix of the one at `new_size` (default: now)."""
-        new = self.size if new_size is None else new_size
-        self._check_size(new, "new_size")
+        new = self._check_size(self.size if new_size is None else new_size, "new_size")
+        old_size = as_index(old_size, "old_size")
         if not 1 <= old_size <= new:
             raise IndexOutOfRange(f"old_size {old_size} outside 1..{new}")
         n = self.arity

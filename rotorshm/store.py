@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import logging
 import os
 import secrets
 import threading
@@ -17,7 +19,16 @@ from . import checkpoint as ckpt
 from . import recovery, wal
 from .config import RotorTreeConfig
 from .durable_io import DurableIO
-from .errors import CorruptionError, StorageFull, StorePoisoned, TreeClosed, TreeLocked
+from .errors import (
+    AccessDenied,
+    CorruptionError,
+    InvalidConfig,
+    RotorError,
+    StorageFull,
+    StorePoisoned,
+    TreeClosed,
+    TreeLocked,
+)
 from .hashing import NODE_SIZE
 from .levels import FileLevel, Level
 from .segments import ShmLevel, segment_prefix, stale_segments, unlink_segment
@@ -77,6 +88,8 @@ class RotorTree:
 
     def __init__(self, config: RotorTreeConfig) -> None:
         """Use RotorTree.open(config)."""
+        if not isinstance(config, RotorTreeConfig):
+            raise InvalidConfig(f"expected a RotorTreeConfig, got {type(config).__name__}")
         self.config = config
         self.path = os.fspath(config.path)
         self.data_dir = os.path.join(self.path, DATA_DIR)
@@ -91,6 +104,8 @@ class RotorTree:
         self._stopping = False
         self._io = DurableIO(self.path)
         self._io.add_poison_hook(self._on_poisoned)
+        self._flush_error: BaseException | None = None
+        self.recovery_note = ""  # what recovery dropped (a torn WAL tail), for logs and status
         self._after_apply: list[Callable[[RotorTree], None]] = []
         self._on_durable: list[Callable[[int], None]] = []
         self._on_poison: list[Callable[[StorePoisoned], None]] = []
@@ -115,11 +130,14 @@ class RotorTree:
 
     def _open(self) -> None:
         cfg = self.config
-        self._io.makedirs(self.path)  # a new tree directory is fsynced into its parent
+        _make_tree_dir(self.path, self._io)  # a new tree directory is fsynced into its parent
         try:
             self._file_lock.acquire()
         except filelock.Timeout:
             raise TreeLocked(f"{self.path}: another writer holds {LOCK_FILE}") from None
+        except OSError as exc:
+            raise _dir_error(os.path.join(self.path, LOCK_FILE), "cannot create the lock file",
+                             exc) from None
         try:
             self._recover()
         except BaseException:
@@ -128,7 +146,7 @@ class RotorTree:
         self._closed = False
         if cfg.flush_policy.kind == "interval":
             self._flusher = threading.Thread(
-                target=self._flush_loop, name=f"rotorshm-flusher-{self.name}", daemon=True
+                target=self._flusher_main, name=f"rotorshm-flusher-{self.name}", daemon=True
             )
             self._flusher.start()
 
@@ -163,6 +181,11 @@ class RotorTree:
                     f"{wal_path}: record at offset {rec.offset} is not a whole number of leaves"
                 )
         last = recovery.replay(self.core, scan, self._ckpt.seq, wal_path, cfg.progress)
+        if scan.torn_bytes:
+            from .offline import torn_tail_note
+
+            self.recovery_note = torn_tail_note(wal_path, scan)
+            _log.warning("%s", self.recovery_note)
         self._leaves_since_ckpt = self.core.size - self._ckpt.size
         end = scan.end
         if scan.records and scan.records[-1].seq <= self._ckpt.seq:
@@ -351,6 +374,21 @@ class RotorTree:
 
     # -- durability -------------------------------------------------------------------------
 
+    @property
+    def flush_error(self) -> BaseException | None:
+        """Why the background flusher stopped early (then nothing new becomes durable)."""
+        return self._flush_error
+
+    def _flusher_main(self) -> None:
+        """The flusher thread: whatever kills the loop is recorded, never lost with the thread."""
+        try:
+            self._flush_loop()
+        except BaseException as exc:  # noqa: BLE001 - every waiter and the daemon must hear
+            with self._cv:
+                if self._flush_error is None:
+                    self._flush_error = exc
+                self._cv.notify_all()
+
     def _flush_loop(self) -> None:
         interval = self.config.flush_policy.seconds
         while True:
@@ -508,6 +546,7 @@ class RotorTree:
             self._file_lock.release()
 
     def __enter__(self) -> RotorTree:
+        self._check_open()  # a closed tree cannot be re-entered
         return self
 
     def __exit__(
@@ -519,6 +558,32 @@ class RotorTree:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"size={self.core.size}"
         return f"RotorTree({self.path!r}, arity={self.core.arity}, {state})"
+
+
+_log = logging.getLogger("rotorshm")
+
+
+def _dir_error(path: str, what: str, exc: OSError) -> RotorError:
+    """The library's error for an OSError met while preparing a tree directory."""
+    text = f"{path}: {what}: {exc.strerror or exc}"
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return AccessDenied(text)
+    if wal.is_full_error(exc):
+        return StorageFull(exc.errno, text)
+    if exc.errno in (errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EEXIST):
+        return InvalidConfig(text)
+    return RotorError(text)
+
+
+def _make_tree_dir(path: str, io: DurableIO) -> None:
+    """Create the tree directory if needed (each new entry fsynced into its parent); a
+    clean error if `path` cannot be one."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InvalidConfig(f"{path}: exists and is not a directory")
+    try:
+        io.makedirs(path)
+    except OSError as exc:
+        raise _dir_error(path, "cannot create the tree directory", exc) from None
 
 
 def _write_pinned(directory: str, level: ShmLevel, start: int, end: int) -> None:

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterable
 
 from blake3 import blake3
 
-from .errors import CapacityExceeded, InvalidConfig, InvalidLeaf
+from .config import check_max_depth
+from .errors import CapacityExceeded, InvalidLeaf
 from .hashing import GROUP_PREFIX, NODE_SIZE, check_arity, hash_groups, level_lengths
 from .levels import Level, MemoryLevel
 from .snapshot import Snapshot
@@ -71,8 +72,7 @@ class TreeCore:
 
     def __init__(self, arity: int, max_depth: int, new_level: Callable[[int], Level]) -> None:
         check_arity(arity)
-        if not isinstance(max_depth, int) or max_depth < 1:
-            raise InvalidConfig(f"max_depth must be an integer >= 1, got {max_depth!r}")
+        check_max_depth(max_depth)  # one rule (1..64) for LeanIMT, RotorTree and the daemon
         self.arity = arity
         self.max_depth = max_depth
         self.capacity = min(arity**max_depth, MAX_SIZE)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import signal
 import socket
@@ -42,6 +43,7 @@ from .protocol import (
     OP_OK,
     OP_SYNC,
     ZERO_ROOT,
+    check_socket_path,
     error_code,
     reachable_path,
     recv_frame,
@@ -49,6 +51,8 @@ from .protocol import (
 )
 from .shm import HEARTBEAT_PERIOD, STATE_LIVE, STATE_STOPPED, ControlBlock, check_name
 from .store import RotorTree, default_name
+
+_log = logging.getLogger("rotorshm")
 
 SOCKET_NAME = "writer.sock"
 MAX_GROUP_BYTES = 64 << 20
@@ -76,9 +80,17 @@ class WriterDaemon:
 
     def __init__(self, config: RotorTreeConfig, name: str | None = None,
                  socket_path: str | None = None, socket_mode: int = 0o600) -> None:
-        self.name = check_name(name or config.name or default_name(os.fspath(config.path)))
+        if name is None:
+            name = config.name or default_name(os.fspath(config.path))
+        self.name = check_name(name)
         self.config = dataclasses.replace(config, name=self.name)
-        self.socket_path = socket_path or default_socket(config.path)
+        if socket_path is None:
+            socket_path = default_socket(config.path)
+        # A socket inside the tree directory may name a directory start() will create.
+        in_tree = (os.path.realpath(os.path.dirname(socket_path) or ".")
+                   == os.path.realpath(config.path))
+        self.socket_path = check_socket_path(socket_path, parent_will_exist=in_tree)
+        self.failure: BaseException | None = None  # why the daemon stopped on its own
         self.socket_mode = socket_mode
         self.tree: RotorTree | None = None
         self.control: ControlBlock | None = None
@@ -106,6 +118,7 @@ class WriterDaemon:
                 self.name, arity=tree.arity, max_depth=tree.core.max_depth, epoch=tree.epoch,
                 directory=os.path.abspath(tree.path), segment_prefix=tree.segment_prefix,
                 pin_above_level=self.config.tiering.pin_above_level,
+                socket_path=os.path.abspath(self.socket_path), note=tree.recovery_note,
             )
             self.control = ctl
             core = tree.core
@@ -230,7 +243,7 @@ class WriterDaemon:
                     return
                 op, body = frame
                 if op == OP_SYNC:
-                    tree.request_sync()
+                    self._sync(tree)
                     continue
                 if op != OP_INSERT:
                     raise ProtocolError(f"unknown op 0x{op:02x}")
@@ -241,6 +254,18 @@ class WriterDaemon:
             with self._conns_lock:
                 self._conns.discard(conn)
             conn.close()
+
+    def _sync(self, tree: RotorTree) -> None:
+        """A client waits for durability: sync now, whatever the flush policy.
+
+        Under the interval policy the flusher is asked to sync at once; under the manual
+        policy nothing would ever sync, so the client's request is the flush() call.
+        """
+        if self.config.flush_policy.kind == "manual":
+            with contextlib.suppress(TreeClosed):
+                tree.flush()
+        else:
+            tree.request_sync()
 
     def _submit(self, data: bytes) -> _Pending:
         item = _Pending(data)
@@ -323,16 +348,28 @@ class WriterDaemon:
             item.done.set()
 
     def _heartbeat_loop(self) -> None:
-        ctl = self.control
+        ctl, tree = self.control, self.tree
         while not self._stop.wait(HEARTBEAT_PERIOD):
             if ctl is None:
+                return
+            if tree is not None and tree.flush_error is not None:
+                # Nothing can become durable any more: stop rather than keep acknowledging
+                # inserts that no flush will ever make durable.
+                self.failure = tree.flush_error
+                _log.error("the WAL flusher stopped: %s; shutting down", tree.flush_error)
+                self._stop.set()
                 return
             ctl.beat()
 
 
 def serve(config: RotorTreeConfig, name: str | None = None, socket_path: str | None = None,
           ready: Callable[[WriterDaemon], None] | None = None) -> None:
-    """Run a writer daemon in this process until SIGTERM/SIGINT (or its stop())."""
+    """Run a writer daemon in this process until SIGTERM/SIGINT (or its stop()).
+
+    Raises RotorError if the daemon had to stop on its own (its WAL flusher failed).
+    """
     daemon = WriterDaemon(config, name=name, socket_path=socket_path)
     daemon.start()
     daemon.serve_forever(ready)
+    if daemon.failure is not None:
+        raise RotorError(f"the writer stopped: its WAL flusher failed: {daemon.failure}")

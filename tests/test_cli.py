@@ -404,8 +404,9 @@ def test_inspect(serve: Callable[..., Daemon], tmp_path: Path) -> None:
     res = broken("torn", torn)  # a torn tail is what a crash leaves: recoverable, not corrupt
     assert res.returncode == 0, res.stderr
     assert f"torn tail {len(garbage)} bytes" in res.stdout
-    res = rsm("inspect", str(tmp_path / "nothing-here"))
-    assert res.returncode == 1 and "not a" in res.stderr
+    res = rsm("inspect", str(tmp_path / "nothing-here"))  # not a tree: bad input, not corrupt
+    assert res.returncode == 2 and "no such file or directory" in res.stderr
+    assert "CORRUPT" not in res.stdout
 
     # The directory is still a healthy tree that a writer reopens where it left off.
     d2 = serve("--checkpoint", "every:64")
