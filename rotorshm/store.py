@@ -434,6 +434,8 @@ class RotorTree:
         with self._cv:
             while self.durable_seq < seq:
                 self._io.check()  # poisoned: this record will never become durable
+                if self._flush_error is not None:  # the flusher died: nothing will sync
+                    raise StorageFull(0, f"WAL flush failed: {self._flush_error}")
                 if self._closed and self.durable_seq < seq:
                     return False
                 self._sync_requested = True
