@@ -20,6 +20,7 @@ from .errors import (
     WriterUnavailable,
 )
 from .hashing import depth_for, hash_children, hash_leaf
+from .kernel import NativeInfo, native_info
 from .proof import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
 from .reader import Reader, attach
 from .snapshot import Snapshot
@@ -66,4 +67,6 @@ __all__ = [
     "depth_for",
     "hash_children",
     "hash_leaf",
+    "NativeInfo",
+    "native_info",
 ]

@@ -1,9 +1,14 @@
-"""Hash rules of the tree (DESIGN.md §1) and the integer geometry of its levels."""
+"""Hash rules of the tree (DESIGN.md §1) and the integer geometry of its levels.
+
+Every node hash goes through the C kernel in use (rotorshm.kernel), or through the blake3
+package when ``ROTORSHM_KERNEL=python``; both give the same bytes.
+"""
 
 from __future__ import annotations
 
 from blake3 import blake3
 
+from . import kernel as _kernel
 from .errors import InvalidConfig, InvalidLeaf
 
 NODE_SIZE = 32
@@ -34,15 +39,51 @@ def hash_children(children: list[bytes] | tuple[bytes, ...]) -> bytes:
             raise InvalidLeaf(f"a node is {NODE_SIZE} bytes, got {len(c)}")
     if k == 1:
         return bytes(children[0])
-    return blake3(GROUP_PREFIX[k] + b"".join(children)).digest()
+    if _kernel.uses_python():
+        return blake3(GROUP_PREFIX[k] + b"".join(children)).digest()
+    return _kernel.c_hash_group(b"".join(children), k)
 
 
-def hash_groups(nodes: bytes | memoryview, count: int, arity: int) -> bytes:
+def hash_group_with(siblings: bytes, pos: int, child: bytes) -> bytes:
+    """Parent of the group siblings[:pos] + child + siblings[pos:] (siblings concatenated).
+
+    What a proof step and the single-leaf right-edge update hash; no siblings lifts child.
+    """
+    k, rem = divmod(len(siblings), NODE_SIZE)
+    k += 1
+    if rem or k > MAX_ARITY or len(child) != NODE_SIZE:
+        raise InvalidLeaf(f"a group is 1..{MAX_ARITY} children of {NODE_SIZE} bytes")
+    if not 0 <= pos < k:
+        raise InvalidLeaf(f"position {pos} outside a group of {k}")
+    if k == 1:
+        return bytes(child)
+    if _kernel.uses_python():
+        off = pos * NODE_SIZE
+        return blake3(GROUP_PREFIX[k] + siblings[:off] + child + siblings[off:]).digest()
+    return _kernel.c_hash_group_with(siblings, pos, child)
+
+
+def hash_groups(
+    nodes: bytes | bytearray | memoryview, count: int, arity: int, threads: int = 1
+) -> bytes:
     """Parents of `count` consecutive nodes that start at a group boundary, concatenated.
 
-    This is the hot loop of every insert: one pass over a level's dirty range.
+    This is the hot loop of every insert: one pass over a level's dirty range, one C call
+    (full groups many at a time in SIMD lanes, the GIL released). With threads > 1 a large
+    range (PARALLEL_MIN_GROUPS full groups or more) is split across that many threads.
     """
-    mv = memoryview(nodes)
+    if not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be a non-negative integer, got {count!r}")
+    check_arity(arity)
+    if not isinstance(threads, int) or threads < 1:
+        raise InvalidConfig(f"threads must be an integer >= 1, got {threads!r}")
+    with memoryview(nodes) as view:
+        nbytes = view.nbytes
+    if nbytes < count * NODE_SIZE:
+        raise InvalidLeaf(f"{count} nodes need {count * NODE_SIZE} bytes, got {nbytes}")
+    if not _kernel.uses_python():
+        return _kernel.c_hash_groups(nodes, count, arity, threads)
+    mv = memoryview(nodes).cast("B")
     step = NODE_SIZE * arity
     full, rest = divmod(count, arity)
     prefix = GROUP_PREFIX[arity]
