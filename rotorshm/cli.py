@@ -32,6 +32,7 @@ from .config import (
 )
 from .errors import IndexOutOfRange, InvalidProof, RotorError
 from .hashing import NODE_SIZE
+from .kernel import native_info
 from .levels import SHARD_BYTES, shard_name
 from .offline import inspect_tree
 from .proof import ConsistencyProof, InclusionProof
@@ -192,6 +193,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tiering=TieringConfig(args.pin_above_level if args.pin_above_level is not None
                               else 1 << 30),
         verify_checkpoint=not args.no_verify,
+        hash_threads=args.hash_threads,
     )
 
     def ready(daemon: object) -> None:
@@ -507,6 +509,9 @@ def tree_status(name: str) -> dict[str, Any]:
             entry["allocated"] = sum(s["allocated"] for s in mine)
         levels.append(entry)
     info["levels"] = levels
+    # The hashing kernel this machine selects (the daemon picks the same one unless its
+    # ROTORSHM_KERNEL differs from this process's).
+    info["kernel"] = dict(native_info())
     return info
 
 
@@ -548,6 +553,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         ("published seq", str(info["published_seq"])),
         ("durable seq", str(info["durable_seq"])),
         ("tiers", _tier_summary(info)),
+        ("kernel", f"{info['kernel']['kernel']} ({info['kernel']['lanes']} lanes; available "
+                   f"{', '.join(info['kernel']['available'])})"),
     ]
     for e in info["levels"]:
         where = (f"{e['shards']} shard file(s)" if e["tier"] == "file"
@@ -691,6 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="manual | on_close (default) | every:N | memory:BYTES")
     p.add_argument("--pin-above-level", type=int, default=None,
                    help="levels at or above this live in shared memory (default: none)")
+    p.add_argument("--hash-threads", type=int, default=1,
+                   help="threads hashing each level of a large batch (default 1)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip recomputing the root when opening from a checkpoint")
     p.set_defaults(func=_cmd_serve)

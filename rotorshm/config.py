@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import InvalidConfig
-from .hashing import check_arity
+from .hashing import check_arity, check_hash_threads
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called as progress(phase, done, total) while opening a large tree."""
@@ -93,9 +93,12 @@ class RotorTreeConfig:
     verify_checkpoint: bool = True
     name: str | None = None
     progress: ProgressCallback | None = None
+    #: Threads that hash one level of a large batch (>= 4,096 full groups); 1 = no threads.
+    hash_threads: int = 1
 
     def __post_init__(self) -> None:
         check_arity(self.arity)
+        check_hash_threads(self.hash_threads)
         if not isinstance(self.max_depth, int) or not 1 <= self.max_depth <= 64:
             raise InvalidConfig(f"max_depth must be an integer in 1..64, got {self.max_depth!r}")
         if self.name is not None and (not self.name or "/" in self.name or len(self.name) > 64):

@@ -75,8 +75,7 @@ def hash_groups(
     if not isinstance(count, int) or count < 0:
         raise ValueError(f"count must be a non-negative integer, got {count!r}")
     check_arity(arity)
-    if not isinstance(threads, int) or threads < 1:
-        raise InvalidConfig(f"threads must be an integer >= 1, got {threads!r}")
+    check_hash_threads(threads)
     with memoryview(nodes) as view:
         nbytes = view.nbytes
     if nbytes < count * NODE_SIZE:
@@ -95,6 +94,18 @@ def hash_groups(
         off = full * step
         parts.append(blake3(GROUP_PREFIX[rest] + mv[off : off + rest * NODE_SIZE]).digest())
     return b"".join(parts)
+
+
+MAX_HASH_THREADS = 256
+
+
+def check_hash_threads(threads: int) -> None:
+    """Reject a hash thread count outside 1..MAX_HASH_THREADS."""
+    if (not isinstance(threads, int) or isinstance(threads, bool)
+            or not 1 <= threads <= MAX_HASH_THREADS):
+        raise InvalidConfig(
+            f"hash_threads must be an integer in 1..{MAX_HASH_THREADS}, got {threads!r}"
+        )
 
 
 def check_arity(arity: int) -> None:

@@ -84,7 +84,7 @@ class RotorTree:
         self._after_apply: list[Callable[[RotorTree], None]] = []
         self._on_durable: list[Callable[[int], None]] = []
         self._file_lock = filelock.FileLock(os.path.join(self.path, LOCK_FILE), timeout=0)
-        self.core = TreeCore(config.arity, config.max_depth, self._new_level)
+        self.core = TreeCore(config.arity, config.max_depth, self._new_level, config.hash_threads)
         self._wal: wal.WriteAheadLog | None = None
         self.durable_seq = 0
         self.written_seq = 0

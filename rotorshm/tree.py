@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from blake3 import blake3
-
 from .errors import CapacityExceeded, InvalidConfig, InvalidLeaf
-from .hashing import GROUP_PREFIX, NODE_SIZE, check_arity, hash_groups, level_lengths
+from .hashing import (
+    NODE_SIZE,
+    check_arity,
+    check_hash_threads,
+    hash_group_with,
+    hash_groups,
+    level_lengths,
+)
 from .levels import Level, MemoryLevel
 from .snapshot import Snapshot
 
@@ -67,12 +72,17 @@ class TreeCore:
     level) so that a snapshot is a copy of two short tuples.
     """
 
-    __slots__ = ("arity", "max_depth", "capacity", "levels", "state", "_new_level")
+    __slots__ = ("arity", "max_depth", "capacity", "levels", "state", "hash_threads", "_new_level")
 
-    def __init__(self, arity: int, max_depth: int, new_level: Callable[[int], Level]) -> None:
+    def __init__(
+        self, arity: int, max_depth: int, new_level: Callable[[int], Level], hash_threads: int = 1
+    ) -> None:
         check_arity(arity)
         if not isinstance(max_depth, int) or max_depth < 1:
             raise InvalidConfig(f"max_depth must be an integer >= 1, got {max_depth!r}")
+        check_hash_threads(hash_threads)
+        # Threads that hash one level's range of a large batch (hashing.hash_groups).
+        self.hash_threads = hash_threads
         self.arity = arity
         self.max_depth = max_depth
         self.capacity = min(arity**max_depth, MAX_SIZE)
@@ -154,7 +164,7 @@ class TreeCore:
             g0 = lo - lo % n
             # Old members of the first dirty group are immutable (or the old frontier).
             children = levels[lvl].read(g0, lo - g0) + dirty if g0 < lo else dirty
-            parents = hash_groups(children, lengths[lvl] - g0, n)
+            parents = hash_groups(children, lengths[lvl] - g0, n, self.hash_threads)
             lo = g0 // n
             levels[lvl + 1].write(lo, parents)
             frontier.append(parents[-NODE_SIZE:])
@@ -172,8 +182,7 @@ class TreeCore:
         for lvl in range(len(lengths) - 1):
             pos = idx % n
             if pos:  # pos == 0: a group of one, lifted unchanged
-                node = blake3(GROUP_PREFIX[pos + 1] + levels[lvl].read(idx - pos, pos) + node)\
-                    .digest()
+                node = hash_group_with(levels[lvl].read(idx - pos, pos), pos, node)
             idx //= n
             levels[lvl + 1].write(idx, node)
             frontier.append(node)
@@ -199,8 +208,10 @@ class LeanIMT:
 
     __slots__ = ("_core",)
 
-    def __init__(self, arity: int = 4, max_depth: int = 20) -> None:
-        self._core = TreeCore(arity, max_depth, MemoryLevel)
+    def __init__(self, arity: int = 4, max_depth: int = 20, hash_threads: int = 1) -> None:
+        """An empty tree; `hash_threads` > 1 hashes the levels of large batches (from 4,096
+        full groups per level) on that many threads, each in C with the GIL released."""
+        self._core = TreeCore(arity, max_depth, MemoryLevel, hash_threads)
 
     @property
     def arity(self) -> int:
@@ -211,6 +222,11 @@ class LeanIMT:
     def max_depth(self) -> int:
         """Deepest tree allowed; capacity is arity**max_depth leaves."""
         return self._core.max_depth
+
+    @property
+    def hash_threads(self) -> int:
+        """Threads that hash the levels of a large batch."""
+        return self._core.hash_threads
 
     @property
     def size(self) -> int:

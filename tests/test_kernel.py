@@ -14,8 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 from blake3 import blake3
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference import ref_root
 
-from rotorshm import InvalidConfig, InvalidLeaf, native_info
+from rotorshm import InvalidConfig, InvalidLeaf, LeanIMT, RotorTreeConfig, native_info
 from rotorshm import kernel as K
 from rotorshm.hashing import GROUP_PREFIX, hash_children, hash_group_with, hash_groups
 
@@ -230,3 +233,58 @@ def test_avx512_where_present() -> None:
         assert K.hash_many(b"", data, 64, 64, 16) == b"".join(
             blake3(data[i * 64 : i * 64 + 64]).digest() for i in range(16)
         )
+
+
+@settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    arity=st.sampled_from([2, 3, 4, 5, 8, 16, 31, 32, 33, 64, 255]),
+    size=st.integers(1, 700),
+    seed=st.integers(0, 2**32),
+    cuts=st.lists(st.integers(0, 700), max_size=6),
+)
+def test_trees_agree_across_kernels(arity: int, size: int, seed: int, cuts: list[int]) -> None:
+    """Insert (single leaves and batches at random cuts) under every kernel: the same roots as
+    the independent reference, and proofs made under one kernel verify under every other."""
+    data = random.Random(seed).randbytes(32 * size)
+    items = [data[i : i + 32] for i in range(0, len(data), 32)]
+    want = ref_root(items, arity)
+    bounds = sorted({0, size, *(c for c in cuts if c < size)})
+    proofs = []
+    for name in K.available():
+        with K._use(name):
+            t = LeanIMT(arity=arity, max_depth=64)
+            for a, b in zip(bounds, bounds[1:], strict=False):
+                if b - a == 1:
+                    t.insert(items[a])
+                else:
+                    t.insert_many(data[32 * a : 32 * b])
+            assert t.root == want, name
+            snap = t.snapshot()
+            i = seed % size
+            proofs.append(snap.generate_proof(i))
+            if size > 1:
+                proofs.append(snap.generate_consistency_proof(1 + seed % (size - 1)))
+    for name in K.available():
+        with K._use(name):
+            for p in proofs:
+                assert p.verify() is True, name
+
+
+@pytest.mark.parametrize("arity", [2, 4, 16])
+def test_hash_threads_option_gives_the_same_tree(arity: int) -> None:
+    rng = random.Random(arity)
+    data = rng.randbytes(32 * (K.PARALLEL_MIN_GROUPS * arity * 2 + 77))
+    one = LeanIMT(arity=arity, max_depth=32)
+    two = LeanIMT(arity=arity, max_depth=32, hash_threads=2)
+    assert two.hash_threads == 2
+    for a, b in ((0, 1000), (1000, 1001), (1001, len(data) // 32)):
+        assert one.insert_many(data[32 * a : 32 * b]) == two.insert_many(data[32 * a : 32 * b])
+    assert one.root == ref_root([data[i : i + 32] for i in range(0, len(data), 32)], arity)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 257, 1.5, True, "2"])
+def test_hash_threads_is_validated(bad: object, tmp_path: object) -> None:
+    with pytest.raises(InvalidConfig, match="hash_threads"):
+        LeanIMT(hash_threads=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfig, match="hash_threads"):
+        RotorTreeConfig(str(tmp_path), hash_threads=bad)  # type: ignore[arg-type]
