@@ -130,18 +130,34 @@ class Level(ABC):
             off = 0
 
 
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+#: Chunks per region of a level in process memory (1 MiB).
+MEMORY_REGION_CHUNKS = 256
+
+
 class MemoryLevel(Level):
-    """A level held in process memory, one 4 KiB bytearray per chunk."""
+    """A level held in process memory, in 1 MiB anonymous mappings.
+
+    The kernel zero-fills a page when it is first touched, so a small tree's top levels
+    cost address space, not memory; a big batch writes into few regions (one slice
+    assignment each).
+    """
 
     __slots__ = ()
 
     def __init__(self, level: int) -> None:
-        super().__init__(level, 1)
+        super().__init__(level, MEMORY_REGION_CHUNKS)
 
     def _open_region(self, index: int, create: bool) -> memoryview:
         if not create:
             raise IndexOutOfRange(f"level {self.level}: chunk {index} was never written")
-        return memoryview(bytearray(CHUNK_BYTES))
+        # The first region of a level is faulted in page by page as it is written (a small
+        # tree's upper levels touch a page or two); a level that outgrew one region is big,
+        # and populating its next region in one go costs less than a fault per page.
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+        if index and _MAP_POPULATE:
+            flags |= _MAP_POPULATE
+        return memoryview(mmap.mmap(-1, self._region_bytes, flags=flags))
 
 
 ALLOC_STEP = 1 << 20
