@@ -41,7 +41,8 @@ SOURCES = [
 DEPENDS = ["csrc/rotorshm_native.h", "csrc/kernel.h"]
 # No -m flags: each SIMD function carries its own target attribute, so one build runs on
 # any x86-64 and picks its kernel at run time.
-COMPILE_ARGS = ["-O3", "-std=c11", "-Wall", "-Wextra"]
+COMPILE_ARGS = ["-O3", "-std=c11", "-pthread", "-Wall", "-Wextra"]
+LINK_ARGS = ["-pthread"]  # rs_hash_groups_mt starts POSIX threads
 
 ffibuilder = FFI()
 ffibuilder.cdef(read_cdef())
@@ -53,6 +54,7 @@ ffibuilder.set_source(
     include_dirs=["csrc"],
     depends=DEPENDS,
     extra_compile_args=COMPILE_ARGS,
+    extra_link_args=LINK_ARGS,
 )
 
 if __name__ == "__main__":

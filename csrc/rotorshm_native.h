@@ -121,6 +121,12 @@ int rs_hash_groups(const uint8_t *nodes, size_t count, unsigned arity, uint8_t *
 int rs_hash_groups_range(const uint8_t *nodes, size_t count, unsigned arity, size_t first,
                          size_t last, uint8_t *out);
 
+/* rs_hash_groups on `threads` (1..RS_MAX_HASH_THREADS) POSIX threads, each one range of
+ * parents; the calling thread hashes the first range and joins the others. */
+#define RS_MAX_HASH_THREADS 256
+int rs_hash_groups_mt(const uint8_t *nodes, size_t count, unsigned arity, unsigned threads,
+                      uint8_t *out);
+
 /* CFFI-CDEF-END */
 
 #ifdef __cplusplus

@@ -101,3 +101,55 @@ int rs_hash_groups(const uint8_t *nodes, size_t count, unsigned arity, uint8_t *
         return -1;
     return rs_hash_groups_range(nodes, count, arity, 0, count / arity + (count % arity != 0), out);
 }
+
+/* -- several threads on one level ---------------------------------------------------------- */
+
+#include <pthread.h>
+
+struct range_job {
+    const uint8_t *nodes;
+    size_t count;
+    unsigned arity;
+    size_t first, last;
+    uint8_t *out;
+    int rc;
+};
+
+static void *range_worker(void *arg)
+{
+    struct range_job *j = arg;
+    j->rc = rs_hash_groups_range(j->nodes, j->count, j->arity, j->first, j->last, j->out);
+    return 0;
+}
+
+int rs_hash_groups_mt(const uint8_t *nodes, size_t count, unsigned arity, unsigned threads,
+                      uint8_t *out)
+{
+    if (arity < 2 || arity > MAX_ARITY || threads < 1 || threads > RS_MAX_HASH_THREADS)
+        return -1;
+    size_t parents = count / arity + (count % arity != 0);
+    if (threads == 1 || parents < threads)
+        return rs_hash_groups(nodes, count, arity, out);
+    struct range_job jobs[RS_MAX_HASH_THREADS];
+    pthread_t tids[RS_MAX_HASH_THREADS];
+    int started[RS_MAX_HASH_THREADS];
+    for (unsigned t = 0; t < threads; t++) {
+        jobs[t] = (struct range_job){nodes, count, arity, parents * t / threads,
+                                     parents * (t + 1) / threads, out, 0};
+        started[t] = 0;
+    }
+    /* Thread t > 0 takes range t; the calling thread takes range 0 (and any range whose
+     * thread could not be started). */
+    for (unsigned t = 1; t < threads; t++)
+        started[t] = pthread_create(&tids[t], 0, range_worker, &jobs[t]) == 0;
+    range_worker(&jobs[0]);
+    int rc = jobs[0].rc;
+    for (unsigned t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(tids[t], 0);
+        else
+            range_worker(&jobs[t]);
+        rc |= jobs[t].rc;
+    }
+    return rc;
+}

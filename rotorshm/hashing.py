@@ -70,7 +70,8 @@ def hash_groups(
 
     This is the hot loop of every insert: one pass over a level's dirty range, one C call
     (full groups many at a time in SIMD lanes, the GIL released). With threads > 1 a large
-    range (PARALLEL_MIN_GROUPS full groups or more) is split across that many threads.
+    range (kernel.PARALLEL_MIN_GROUPS full groups or more) is split across that many
+    threads.
     """
     if not isinstance(count, int) or count < 0:
         raise ValueError(f"count must be a non-negative integer, got {count!r}")
@@ -96,7 +97,7 @@ def hash_groups(
     return b"".join(parts)
 
 
-MAX_HASH_THREADS = 256
+MAX_HASH_THREADS = _kernel.MAX_HASH_THREADS
 
 
 def check_hash_threads(threads: int) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
@@ -219,47 +218,27 @@ def blake3_digest(data: Buffer) -> bytes:
 
 # -- the tree's node hashes (called by rotorshm.hashing after its own checks) -----------
 
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()
-#: A level is split across threads only from this many full groups on.
+#: A level is split across threads only from this many full groups on (below, one call:
+#: starting threads would cost more than they save).
 PARALLEL_MIN_GROUPS: Final[int] = 4096
-
-
-def _executor(threads: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < threads:
-            old = _pool
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rotorshm-hash")
-            _pool_size = threads
-            if old is not None:
-                old.shutdown(wait=False)
-        return _pool
+#: Most threads one level may be split across (RS_MAX_HASH_THREADS in C).
+MAX_HASH_THREADS: Final[int] = int(lib.RS_MAX_HASH_THREADS)
 
 
 def c_hash_groups(nodes: Buffer, count: int, arity: int, threads: int = 1) -> bytes:
     """Parents of `count` nodes (checked by the caller: 2 <= arity <= 255, buffer long enough).
 
     With threads > 1 and at least PARALLEL_MIN_GROUPS full groups, the parents are split
-    into `threads` ranges hashed at once, the calling thread taking the first.
+    into `threads` ranges hashed at once on POSIX threads started by C (the calling thread
+    takes the first range), so no thread needs the GIL while the level is hashed.
     """
     parents = -(-count // arity)
     out = _alloc("uint8_t[]", _NODE * parents or 1)
     src = _buffer(nodes, "nodes") if count else ffi.NULL
-    full = count // arity
-    if threads <= 1 or full < PARALLEL_MIN_GROUPS:
+    if threads <= 1 or count // arity < PARALLEL_MIN_GROUPS:
         rc = lib.rs_hash_groups(src, count, arity, out)
     else:
-        bounds = [parents * t // threads for t in range(threads + 1)]
-        pool = _executor(threads - 1)
-        futures = [
-            pool.submit(lib.rs_hash_groups_range, src, count, arity, bounds[t], bounds[t + 1], out)
-            for t in range(1, threads)
-        ]
-        rc = lib.rs_hash_groups_range(src, count, arity, bounds[0], bounds[1], out)
-        for f in futures:
-            rc |= f.result()
+        rc = lib.rs_hash_groups_mt(src, count, arity, threads, out)
     if rc != 0:  # pragma: no cover - arguments are checked by the caller
         raise ValueError("rs_hash_groups rejected its arguments")
     return bytes(ffi.buffer(out, _NODE * parents))
