@@ -17,6 +17,9 @@ NODE_TAG = 1
 MIN_ARITY = 2
 MAX_ARITY = 255
 
+_STATE = _kernel._state  # which kernel: read on every call, changed only by kernel._select
+_c_hash_group_with = _kernel.c_hash_group_with
+
 # Prefix of a group of k children, for every k, built once: 0x01 || k.
 GROUP_PREFIX = [bytes((NODE_TAG, k)) for k in range(256)]
 
@@ -39,7 +42,7 @@ def hash_children(children: list[bytes] | tuple[bytes, ...]) -> bytes:
             raise InvalidLeaf(f"a node is {NODE_SIZE} bytes, got {len(c)}")
     if k == 1:
         return bytes(children[0])
-    if _kernel.uses_python():
+    if _STATE.python:
         return blake3(GROUP_PREFIX[k] + b"".join(children)).digest()
     return _kernel.c_hash_group(b"".join(children), k)
 
@@ -49,18 +52,17 @@ def hash_group_with(siblings: bytes, pos: int, child: bytes) -> bytes:
 
     What a proof step and the single-leaf right-edge update hash; no siblings lifts child.
     """
-    k, rem = divmod(len(siblings), NODE_SIZE)
-    k += 1
-    if rem or k > MAX_ARITY or len(child) != NODE_SIZE:
+    k = len(siblings) // NODE_SIZE + 1
+    if len(siblings) % NODE_SIZE or k > MAX_ARITY or len(child) != NODE_SIZE:
         raise InvalidLeaf(f"a group is 1..{MAX_ARITY} children of {NODE_SIZE} bytes")
     if not 0 <= pos < k:
         raise InvalidLeaf(f"position {pos} outside a group of {k}")
     if k == 1:
         return bytes(child)
-    if _kernel.uses_python():
+    if _STATE.python:
         off = pos * NODE_SIZE
         return blake3(GROUP_PREFIX[k] + siblings[:off] + child + siblings[off:]).digest()
-    return _kernel.c_hash_group_with(siblings, pos, child)
+    return _c_hash_group_with(siblings, pos, child)
 
 
 def hash_groups(
@@ -81,7 +83,7 @@ def hash_groups(
         nbytes = view.nbytes
     if nbytes < count * NODE_SIZE:
         raise InvalidLeaf(f"{count} nodes need {count * NODE_SIZE} bytes, got {nbytes}")
-    if not _kernel.uses_python():
+    if not _STATE.python:
         return _kernel.c_hash_groups(nodes, count, arity, threads)
     mv = memoryview(nodes).cast("B")
     step = NODE_SIZE * arity

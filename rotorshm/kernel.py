@@ -244,18 +244,31 @@ def c_hash_groups(nodes: Buffer, count: int, arity: int, threads: int = 1) -> by
     return bytes(ffi.buffer(out, _NODE * parents))
 
 
+# One 32-byte output buffer per thread for the one-group helpers: a call fills it and
+# copies it out before returning, and no Python code runs in between.
+_tls = threading.local()
+
+
+def _out32() -> Any:
+    try:
+        return _tls.out
+    except AttributeError:
+        _tls.out = ffi.new("char[32]")
+        return _tls.out
+
+
 def c_hash_group(children: bytes, k: int) -> bytes:
     """Parent of k = 1..255 contiguous children (len(children) == 32*k, checked by the caller)."""
-    out = _alloc("uint8_t[]", _NODE)
+    out = _out32()
     lib.rs_hash_group(children, k, out)
-    return bytes(ffi.buffer(out, _NODE))
+    return ffi.unpack(out, _NODE)  # type: ignore[no-any-return]
 
 
 def c_hash_group_with(siblings: bytes, pos: int, child: bytes) -> bytes:
     """Parent of siblings[:pos] + child + siblings[pos:] (checked by the caller)."""
-    out = _alloc("uint8_t[]", _NODE)
+    out = _out32()
     lib.rs_hash_group_with(siblings, len(siblings) // _NODE + 1, pos, child, out)
-    return bytes(ffi.buffer(out, _NODE))
+    return ffi.unpack(out, _NODE)  # type: ignore[no-any-return]
 
 
 def _from_env() -> None:
