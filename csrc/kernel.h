@@ -82,9 +82,23 @@ void rs_hash_many_avx512(const uint8_t *prefix, size_t prefix_len, const uint8_t
                          size_t stride, size_t msg_len, size_t count, uint8_t *out);
 #endif
 
-/* One compression of the portable path (used by the multi-chunk hash too). */
+/* One compression: cv := the chaining value out of compressing `block` (block_len bytes of
+ * message, zero-padded) under cv with `counter` and `flags`.  The portable one, and on x86-64
+ * the SSE4.1 one (state in four row vectors); rs_b3_compress_current() is the one that goes
+ * with the kernel in use (single messages, multi-chunk messages). */
+typedef void (*rs_compress_fn)(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN],
+                               uint32_t block_len, uint64_t counter, uint32_t flags);
 void rs_b3_compress(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN], uint32_t block_len,
                     uint64_t counter, uint32_t flags);
+#if defined(__x86_64__)
+void rs_b3_compress_sse41(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN],
+                          uint32_t block_len, uint64_t counter, uint32_t flags);
+#endif
+rs_compress_fn rs_b3_compress_current(void);
+
+/* One message of at most one chunk (prefix || msg) with the kernel in use. */
+void rs_hash_one(const uint8_t *prefix, size_t prefix_len, const uint8_t *msg, size_t msg_len,
+                 uint8_t *out);
 
 /* Blocks of a message of `len` bytes (an empty message is one empty block). */
 static inline size_t rs_b3_blocks(size_t len)
@@ -141,6 +155,26 @@ static inline uint32_t rs_b3_block_flags(size_t b, size_t nblocks)
     if (b + 1 == nblocks)
         f |= RS_B3_CHUNK_END | RS_B3_ROOT;
     return f;
+}
+
+/* One message of at most one chunk, prefix || msg, hashed block by block with `compress`. */
+static inline void rs_b3_hash_one(rs_compress_fn compress, const uint8_t *prefix,
+                                  size_t prefix_len, const uint8_t *msg, size_t msg_len,
+                                  uint8_t *out)
+{
+    size_t len = prefix_len + msg_len;
+    size_t nblocks = rs_b3_blocks(len);
+    uint8_t tmp[RS_B3_BLOCK_LEN];
+    uint32_t cv[8];
+    memcpy(cv, rs_b3_iv, sizeof cv);
+    for (size_t b = 0; b < nblocks; b++) {
+        size_t off = b * RS_B3_BLOCK_LEN;
+        size_t blen = len - off < RS_B3_BLOCK_LEN ? len - off : RS_B3_BLOCK_LEN;
+        const uint8_t *blk = rs_b3_block(prefix, prefix_len, msg, off, blen, tmp);
+        compress(cv, blk, (uint32_t)blen, 0, rs_b3_block_flags(b, nblocks));
+    }
+    for (int w = 0; w < 8; w++)
+        rs_store32_le(out + 4 * w, cv[w]);
 }
 
 #endif /* ROTORSHM_KERNEL_H */

@@ -7,7 +7,8 @@
  * the portable kernel is compiled in.
  *
  * Also here: the one-message hash of any length (multi-chunk messages, arity >= 32, go
- * through the portable compression function and the BLAKE3 chunk tree).
+ * through the BLAKE3 chunk tree), and single messages: both on the portable compression
+ * for the portable kernel, on the SSE4.1 row-wise one for every SIMD kernel.
  */
 #include "kernel.h"
 #include "rotorshm_native.h"
@@ -106,8 +107,24 @@ int rs_hash_many(const uint8_t *prefix, size_t prefix_len, const uint8_t *base, 
     return 0;
 }
 
+rs_compress_fn rs_b3_compress_current(void)
+{
+#if defined(__x86_64__)
+    if (rs_kernel_get() != RS_KERNEL_PORTABLE)
+        return rs_b3_compress_sse41; /* every SIMD kernel implies SSE4.1 */
+#endif
+    return rs_b3_compress;
+}
+
+void rs_hash_one(const uint8_t *prefix, size_t prefix_len, const uint8_t *msg, size_t msg_len,
+                 uint8_t *out)
+{
+    rs_b3_hash_one(rs_b3_compress_current(), prefix, prefix_len, msg, msg_len, out);
+}
+
 /* Chaining value of chunk `index` (1..1024 bytes, not the root). */
-static void chunk_cv(const uint8_t *chunk, size_t len, uint64_t index, uint32_t cv[8])
+static void chunk_cv(rs_compress_fn compress, const uint8_t *chunk, size_t len, uint64_t index,
+                     uint32_t cv[8])
 {
     size_t nblocks = rs_b3_blocks(len);
     uint8_t tmp[RS_B3_BLOCK_LEN];
@@ -117,12 +134,13 @@ static void chunk_cv(const uint8_t *chunk, size_t len, uint64_t index, uint32_t 
         size_t blen = len - off < RS_B3_BLOCK_LEN ? len - off : RS_B3_BLOCK_LEN;
         const uint8_t *blk = rs_b3_block(0, 0, chunk, off, blen, tmp);
         uint32_t flags = (b == 0 ? RS_B3_CHUNK_START : 0) | (b + 1 == nblocks ? RS_B3_CHUNK_END : 0);
-        rs_b3_compress(cv, blk, (uint32_t)blen, index, flags);
+        compress(cv, blk, (uint32_t)blen, index, flags);
     }
 }
 
 /* cv := parent of (left, cv); a parent block is the two children's chaining values. */
-static void parent_cv(const uint32_t left[8], uint32_t cv[8], uint32_t extra_flags)
+static void parent_cv(rs_compress_fn compress, const uint32_t left[8], uint32_t cv[8],
+                      uint32_t extra_flags)
 {
     uint8_t block[RS_B3_BLOCK_LEN];
     for (int w = 0; w < 8; w++) {
@@ -130,13 +148,14 @@ static void parent_cv(const uint32_t left[8], uint32_t cv[8], uint32_t extra_fla
         rs_store32_le(block + 32 + 4 * w, cv[w]);
     }
     memcpy(cv, rs_b3_iv, 8 * sizeof(uint32_t));
-    rs_b3_compress(cv, block, RS_B3_BLOCK_LEN, 0, RS_B3_PARENT | extra_flags);
+    compress(cv, block, RS_B3_BLOCK_LEN, 0, RS_B3_PARENT | extra_flags);
 }
 
 void rs_blake3(const uint8_t *msg, size_t len, uint8_t *out)
 {
+    rs_compress_fn compress = rs_b3_compress_current();
     if (len <= RS_B3_CHUNK_LEN) {
-        rs_hash_many_portable(0, 0, msg, 0, len, 1, out);
+        rs_b3_hash_one(compress, 0, 0, msg, len, out);
         return;
     }
     /* The chunk tree: a stack of subtree chaining values, merged as in the specification
@@ -149,16 +168,16 @@ void rs_blake3(const uint8_t *msg, size_t len, uint8_t *out)
     for (size_t j = 0;; j++) {
         size_t off = j * RS_B3_CHUNK_LEN;
         size_t clen = len - off < RS_B3_CHUNK_LEN ? len - off : RS_B3_CHUNK_LEN;
-        chunk_cv(msg + off, clen, (uint64_t)j, cv);
+        chunk_cv(compress, msg + off, clen, (uint64_t)j, cv);
         if (j + 1 == nchunks)
             break;
         for (uint64_t total = (uint64_t)j + 1; (total & 1) == 0; total >>= 1)
-            parent_cv(stack[--depth], cv, 0);
+            parent_cv(compress, stack[--depth], cv, 0);
         memcpy(stack[depth++], cv, sizeof cv);
     }
     while (depth > 0) {
         depth--;
-        parent_cv(stack[depth], cv, depth == 0 ? RS_B3_ROOT : 0);
+        parent_cv(compress, stack[depth], cv, depth == 0 ? RS_B3_ROOT : 0);
     }
     for (int w = 0; w < 8; w++)
         rs_store32_le(out + 4 * w, cv[w]);

@@ -57,20 +57,7 @@ void rs_b3_compress(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN], uint32
 void rs_hash_many_portable(const uint8_t *prefix, size_t prefix_len, const uint8_t *base,
                            size_t stride, size_t msg_len, size_t count, uint8_t *out)
 {
-    size_t len = prefix_len + msg_len;
-    size_t nblocks = rs_b3_blocks(len);
-    uint8_t tmp[RS_B3_BLOCK_LEN];
-    for (size_t i = 0; i < count; i++) {
-        const uint8_t *msg = base ? base + i * stride : base;
-        uint32_t cv[8];
-        memcpy(cv, rs_b3_iv, sizeof cv);
-        for (size_t b = 0; b < nblocks; b++) {
-            size_t off = b * RS_B3_BLOCK_LEN;
-            size_t blen = len - off < RS_B3_BLOCK_LEN ? len - off : RS_B3_BLOCK_LEN;
-            const uint8_t *blk = rs_b3_block(prefix, prefix_len, msg, off, blen, tmp);
-            rs_b3_compress(cv, blk, (uint32_t)blen, 0, rs_b3_block_flags(b, nblocks));
-        }
-        for (int w = 0; w < 8; w++)
-            rs_store32_le(out + 32 * i + 4 * w, cv[w]);
-    }
+    for (size_t i = 0; i < count; i++)
+        rs_b3_hash_one(rs_b3_compress, prefix, prefix_len, base ? base + i * stride : base,
+                       msg_len, out + 32 * i);
 }

@@ -8,9 +8,14 @@
  * become, after a 4x4 transpose, m[4c+j] = word 4c+j of messages i..i+3.
  * Storing the output transposes back (cv word j of four lanes -> 32 bytes per message).
  *
- * Compiled with target("sse4.1") on this function only, so the extension builds with
- * default flags; the dispatcher calls it only when the CPU has SSE4.1.
- * Fewer than four messages left: handed to the portable kernel.
+ * Compiled with target("sse4.1") on these functions only, so the extension builds with
+ * default flags; the dispatcher calls them only when the CPU has SSE4.1.
+ *
+ * Also here: rs_b3_compress_sse41, one compression of one message with the state in four
+ * row vectors (v0..3, v4..7, v8..11, v12..15): the column step is one G on the rows,
+ * the diagonal step the same after rotating rows 1..3 by 1..3 lanes.  Used for single
+ * messages (a proof step, a single-leaf insert, the last 1..3 messages of a call) on
+ * every SIMD kernel.
  */
 #include "kernel.h"
 
@@ -77,6 +82,64 @@ TARGET static inline void transpose4(__m128i r[4])
     G(v[2], v[7], v[8], v[13], m[s12], m[s13]);                                   \
     G(v[3], v[4], v[9], v[14], m[s14], m[s15]);
 
+/* -- one message, state in rows ---------------------------------------------------------- */
+
+#define GROWS(r0, r1, r2, r3, m)           \
+    do {                                  \
+        r0 = add(add(r0, r1), m);         \
+        r3 = rot16(xor_(r3, r0));         \
+        r2 = add(r2, r3);                 \
+        r1 = rot12(xor_(r1, r2));         \
+    } while (0)
+#define GROWS2(r0, r1, r2, r3, m)          \
+    do {                                  \
+        r0 = add(add(r0, r1), m);         \
+        r3 = rot8(xor_(r3, r0));          \
+        r2 = add(r2, r3);                 \
+        r1 = rot7(xor_(r1, r2));          \
+    } while (0)
+
+/* Lane i of row 1 / 2 / 3 takes lane (i+1) / (i+2) / (i+3) mod 4, so that lane i of the
+ * four rows holds diagonal i: (v0, v5, v10, v15), (v1, v6, v11, v12), ...; and back. */
+#define DIAG(r1, r2, r3)                                  \
+    do {                                                  \
+        r1 = _mm_shuffle_epi32(r1, _MM_SHUFFLE(0, 3, 2, 1)); \
+        r2 = _mm_shuffle_epi32(r2, _MM_SHUFFLE(1, 0, 3, 2)); \
+        r3 = _mm_shuffle_epi32(r3, _MM_SHUFFLE(2, 1, 0, 3)); \
+    } while (0)
+#define UNDIAG(r1, r2, r3)                                \
+    do {                                                  \
+        r1 = _mm_shuffle_epi32(r1, _MM_SHUFFLE(2, 1, 0, 3)); \
+        r2 = _mm_shuffle_epi32(r2, _MM_SHUFFLE(1, 0, 3, 2)); \
+        r3 = _mm_shuffle_epi32(r3, _MM_SHUFFLE(0, 3, 2, 1)); \
+    } while (0)
+
+/* _mm_set_epi32 lists lanes 3..0. */
+#define WORDS(a, b, c, d) _mm_set_epi32((int)w[d], (int)w[c], (int)w[b], (int)w[a])
+
+#define ROUND_ROWS(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15) \
+    GROWS(r0, r1, r2, r3, WORDS(s0, s2, s4, s6));                                    \
+    GROWS2(r0, r1, r2, r3, WORDS(s1, s3, s5, s7));                                   \
+    DIAG(r1, r2, r3);                                                                \
+    GROWS(r0, r1, r2, r3, WORDS(s8, s10, s12, s14));                                 \
+    GROWS2(r0, r1, r2, r3, WORDS(s9, s11, s13, s15));                                \
+    UNDIAG(r1, r2, r3);
+
+TARGET void rs_b3_compress_sse41(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN],
+                                 uint32_t block_len, uint64_t counter, uint32_t flags)
+{
+    uint32_t w[16];
+    memcpy(w, block, sizeof w); /* x86 is little-endian: the words as the spec reads them */
+    __m128i r0 = _mm_loadu_si128((const __m128i *)(const void *)&cv[0]);
+    __m128i r1 = _mm_loadu_si128((const __m128i *)(const void *)&cv[4]);
+    __m128i r2 = _mm_set_epi32((int)RS_B3_IV3, (int)RS_B3_IV2, (int)RS_B3_IV1, (int)RS_B3_IV0);
+    __m128i r3 = _mm_set_epi32((int)flags, (int)block_len, (int)(uint32_t)(counter >> 32),
+                               (int)(uint32_t)counter);
+    RS_B3_ROUNDS(ROUND_ROWS)
+    _mm_storeu_si128((__m128i *)(void *)&cv[0], xor_(r0, r2));
+    _mm_storeu_si128((__m128i *)(void *)&cv[4], xor_(r1, r3));
+}
+
 /* Hash messages i .. i+3 of the call. */
 TARGET static void hash4(const uint8_t *prefix, size_t prefix_len, const uint8_t *base,
                          size_t stride, size_t len, size_t i, uint8_t *out)
@@ -127,9 +190,9 @@ void rs_hash_many_sse41(const uint8_t *prefix, size_t prefix_len, const uint8_t 
     size_t i = 0;
     for (; i + LANES <= count; i += LANES)
         hash4(prefix, prefix_len, base, stride, len, i, out + 32 * i);
-    if (i < count)
-        rs_hash_many_portable(prefix, prefix_len, base ? base + i * stride : base, stride,
-                              msg_len, count - i, out + 32 * i);
+    for (; i < count; i++)
+        rs_b3_hash_one(rs_b3_compress_sse41, prefix, prefix_len,
+                       base ? base + i * stride : base, msg_len, out + 32 * i);
 }
 
 #endif /* __x86_64__ */
