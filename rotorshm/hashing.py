@@ -102,6 +102,32 @@ def hash_groups(
 MAX_HASH_THREADS = _kernel.MAX_HASH_THREADS
 
 
+def hash_groups_into(
+    nodes: bytes | bytearray | memoryview, count: int, arity: int, out: memoryview,
+    threads: int = 1,
+) -> None:
+    """hash_groups, writing the parents into `out` (a writable, C-contiguous buffer of exactly
+    32*ceil(count/arity) bytes that does not overlap `nodes`) instead of returning them.
+
+    What the writer uses to hash a level straight from its storage into the next one's.
+    """
+    if not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be a non-negative integer, got {count!r}")
+    check_arity(arity)
+    check_hash_threads(threads)
+    with memoryview(nodes) as src, memoryview(out) as dst:
+        if src.nbytes < count * NODE_SIZE or not src.c_contiguous:
+            raise InvalidLeaf(f"{count} nodes need {count * NODE_SIZE} contiguous bytes")
+        if dst.readonly or not dst.c_contiguous or dst.nbytes != -(-count // arity) * NODE_SIZE:
+            raise ValueError("out must be a writable contiguous buffer of one hash per group")
+    if not count:
+        return
+    if _STATE.python:
+        memoryview(out).cast("B")[:] = hash_groups(nodes, count, arity)
+        return
+    _kernel.c_hash_groups_into(nodes, count, arity, threads, out)
+
+
 def check_hash_threads(threads: int) -> None:
     """Reject a hash thread count outside 1..MAX_HASH_THREADS."""
     if (not isinstance(threads, int) or isinstance(threads, bool)

@@ -244,6 +244,18 @@ def c_hash_groups(nodes: Buffer, count: int, arity: int, threads: int = 1) -> by
     return bytes(ffi.buffer(out, _NODE * parents))
 
 
+def c_hash_groups_into(nodes: Buffer, count: int, arity: int, threads: int, out: Buffer) -> None:
+    """c_hash_groups writing into `out` (writable, 32*ceil(count/arity) bytes; checked by the
+    caller, as is `nodes`)."""
+    with ffi.from_buffer(nodes) as src, ffi.from_buffer(out, require_writable=True) as dst:
+        if threads <= 1 or count // arity < PARALLEL_MIN_GROUPS:
+            rc = lib.rs_hash_groups(src, count, arity, dst)
+        else:
+            rc = lib.rs_hash_groups_mt(src, count, arity, threads, dst)
+    if rc != 0:  # pragma: no cover - arguments are checked by the caller
+        raise ValueError("rs_hash_groups rejected its arguments")
+
+
 # One 32-byte output buffer per thread for the one-group helpers: a call fills it and
 # copies it out before returning, and no Python code runs in between.
 _tls = threading.local()

@@ -26,6 +26,10 @@ class Level(ABC):
 
     __slots__ = ("level", "region_chunks", "_region_bytes", "_regions", "_ready")
 
+    #: True where `view` may hand out the regions themselves (read and write are the plain
+    #: region copies below); a subclass that overrides read/write leaves it False.
+    in_place = False
+
     def __init__(self, level: int, region_chunks: int) -> None:
         self.level = level
         self.region_chunks = region_chunks
@@ -98,6 +102,20 @@ class Level(ABC):
             off = 0
         return b"".join(parts)
 
+    def view(self, start: int, count: int) -> memoryview | None:
+        """Nodes start..start+count-1 in place: a view into one region (writable where the
+        level is), or None if they span two regions or the level is not `in_place`.
+
+        For the writer's hashing, which reads children and writes parents without copies.
+        """
+        if not self.in_place:
+            return None
+        r, off = divmod(start * NODE_SIZE, self._region_bytes)
+        end = off + count * NODE_SIZE
+        if end > self._region_bytes or r >= len(self._regions):
+            return None
+        return self._regions[r][off:end]
+
     def node(self, index: int) -> bytes:
         """Node `index` (32 bytes)."""
         r, off = divmod(index * NODE_SIZE, self._region_bytes)
@@ -144,6 +162,7 @@ class MemoryLevel(Level):
     """
 
     __slots__ = ()
+    in_place = True
 
     def __init__(self, level: int) -> None:
         super().__init__(level, MEMORY_REGION_CHUNKS)
@@ -172,6 +191,7 @@ class _ReservedLevel(Level):
     """
 
     __slots__ = ("writable", "_fds", "_maps", "_reserved")
+    in_place = True
 
     def __init__(self, level: int, writable: bool) -> None:
         super().__init__(level, SHARD_CHUNKS)

@@ -11,6 +11,7 @@ from .hashing import (
     check_hash_threads,
     hash_group_with,
     hash_groups,
+    hash_groups_into,
     level_lengths,
 )
 from .levels import Level, MemoryLevel
@@ -159,16 +160,24 @@ class TreeCore:
             return
         frontier = [data[-NODE_SIZE:]]
         lo = old
-        dirty = data
+        threads = self.hash_threads
         for lvl in range(len(lengths) - 1):
+            # The dirty range of this level starts at the group of its first new node (the
+            # group's older members are immutable, or the old frontier) and is in storage.
             g0 = lo - lo % n
-            # Old members of the first dirty group are immutable (or the old frontier).
-            children = levels[lvl].read(g0, lo - g0) + dirty if g0 < lo else dirty
-            parents = hash_groups(children, lengths[lvl] - g0, n, self.hash_threads)
+            count = lengths[lvl] - g0
             lo = g0 // n
-            levels[lvl + 1].write(lo, parents)
-            frontier.append(parents[-NODE_SIZE:])
-            dirty = parents
+            parents = lengths[lvl + 1] - lo
+            src = levels[lvl].view(g0, count)
+            dst = levels[lvl + 1].view(lo, parents) if src is not None else None
+            if src is not None and dst is not None:
+                # From one level's storage straight into the next one's: no copies.
+                hash_groups_into(src, count, n, dst, threads)
+                frontier.append(dst[-NODE_SIZE:].tobytes())
+            else:  # the range spans two regions (or the level is not in place)
+                out = hash_groups(levels[lvl].read(g0, count), count, n, threads)
+                levels[lvl + 1].write(lo, out)
+                frontier.append(out[-NODE_SIZE:])
         self.state = (old + len(data) // NODE_SIZE, lengths, tuple(frontier))
 
     def _apply_one(self, index: int, leaf: bytes, lengths: tuple[int, ...]) -> None:

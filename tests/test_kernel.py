@@ -20,7 +20,13 @@ from reference import ref_root
 
 from rotorshm import InvalidConfig, InvalidLeaf, LeanIMT, RotorTreeConfig, native_info
 from rotorshm import kernel as K
-from rotorshm.hashing import GROUP_PREFIX, hash_children, hash_group_with, hash_groups
+from rotorshm.hashing import (
+    GROUP_PREFIX,
+    hash_children,
+    hash_group_with,
+    hash_groups,
+    hash_groups_into,
+)
 
 LANES = {"python": 1, "portable": 1, "sse41": 4, "avx2": 8, "avx512": 16}
 C_KERNELS = [k for k in K.KERNELS if k != "python"]
@@ -288,3 +294,20 @@ def test_hash_threads_is_validated(bad: object, tmp_path: object) -> None:
         LeanIMT(hash_threads=bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidConfig, match="hash_threads"):
         RotorTreeConfig(str(tmp_path), hash_threads=bad)  # type: ignore[arg-type]
+
+
+def test_hash_groups_into_writes_in_place(any_kernel: str) -> None:
+    rng = random.Random(f"into-{any_kernel}")
+    for arity in (2, 4, 16, 33):
+        for count in (0, 1, arity, arity + 1, K.PARALLEL_MIN_GROUPS * arity + 3, 777):
+            nodes = rng.randbytes(32 * count)
+            out = bytearray(32 * -(-count // arity))
+            for threads in (1, 2):
+                hash_groups_into(memoryview(nodes), count, arity, memoryview(out), threads)
+                assert bytes(out) == _python_groups(nodes, count, arity), (arity, count)
+    with pytest.raises(ValueError, match="writable"):
+        hash_groups_into(bytes(64), 2, 2, memoryview(bytes(32)))
+    with pytest.raises(ValueError, match="one hash per group"):
+        hash_groups_into(bytes(64), 2, 2, memoryview(bytearray(64)))
+    with pytest.raises(InvalidLeaf):
+        hash_groups_into(bytes(32), 2, 2, memoryview(bytearray(32)))
