@@ -26,6 +26,14 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The x86-64 SIMD kernels are compiled on x86-64 only; RS_PORTABLE_ONLY leaves them out
+ * there too, which builds what any other architecture builds (for testing that build). */
+#if defined(__x86_64__) && !defined(RS_PORTABLE_ONLY)
+#define RS_X86 1
+#else
+#define RS_X86 0
+#endif
+
 #define RS_B3_OUT_LEN 32
 #define RS_B3_BLOCK_LEN 64
 #define RS_B3_CHUNK_LEN 1024
@@ -73,7 +81,7 @@ typedef void (*rs_hash_many_fn)(const uint8_t *prefix, size_t prefix_len, const 
  * count == 0 or msg_len == 0. */
 void rs_hash_many_portable(const uint8_t *prefix, size_t prefix_len, const uint8_t *base,
                            size_t stride, size_t msg_len, size_t count, uint8_t *out);
-#if defined(__x86_64__)
+#if RS_X86
 void rs_hash_many_sse41(const uint8_t *prefix, size_t prefix_len, const uint8_t *base,
                         size_t stride, size_t msg_len, size_t count, uint8_t *out);
 void rs_hash_many_avx2(const uint8_t *prefix, size_t prefix_len, const uint8_t *base,
@@ -90,7 +98,7 @@ typedef void (*rs_compress_fn)(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_L
                                uint32_t block_len, uint64_t counter, uint32_t flags);
 void rs_b3_compress(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN], uint32_t block_len,
                     uint64_t counter, uint32_t flags);
-#if defined(__x86_64__)
+#if RS_X86
 void rs_b3_compress_sse41(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN],
                           uint32_t block_len, uint64_t counter, uint32_t flags);
 #endif

@@ -12,7 +12,7 @@
  */
 #include "kernel.h"
 
-#if defined(__x86_64__)
+#if RS_X86
 #include <immintrin.h>
 
 #define TARGET __attribute__((target("avx2")))
@@ -150,4 +150,4 @@ void rs_hash_many_avx2(const uint8_t *prefix, size_t prefix_len, const uint8_t *
                            msg_len, count - i, out + 32 * i);
 }
 
-#endif /* __x86_64__ */
+#endif /* RS_X86 */

@@ -16,7 +16,7 @@
  */
 #include "kernel.h"
 
-#if defined(__x86_64__)
+#if RS_X86
 #include <immintrin.h>
 
 #define TARGET __attribute__((target("avx512f")))
@@ -146,4 +146,4 @@ void rs_hash_many_avx512(const uint8_t *prefix, size_t prefix_len, const uint8_t
                           msg_len, count - i, out + 32 * i);
 }
 
-#endif /* __x86_64__ */
+#endif /* RS_X86 */

@@ -15,7 +15,7 @@
 
 static const rs_hash_many_fn kernels[RS_KERNEL_COUNT] = {
     rs_hash_many_portable,
-#if defined(__x86_64__)
+#if RS_X86
     rs_hash_many_sse41,
     rs_hash_many_avx2,
     rs_hash_many_avx512,
@@ -32,7 +32,7 @@ static int current = -1;
 unsigned rs_cpu_features(void)
 {
     unsigned f = 0;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if RS_X86 && (defined(__GNUC__) || defined(__clang__))
     /* libgcc's detection also checks (XGETBV) that the OS saves the YMM / ZMM state. */
     __builtin_cpu_init();
     if (__builtin_cpu_supports("sse4.1"))
@@ -109,7 +109,7 @@ int rs_hash_many(const uint8_t *prefix, size_t prefix_len, const uint8_t *base, 
 
 rs_compress_fn rs_b3_compress_current(void)
 {
-#if defined(__x86_64__)
+#if RS_X86
     if (rs_kernel_get() != RS_KERNEL_PORTABLE)
         return rs_b3_compress_sse41; /* every SIMD kernel implies SSE4.1 */
 #endif

@@ -19,7 +19,7 @@
  */
 #include "kernel.h"
 
-#if defined(__x86_64__)
+#if RS_X86
 #include <immintrin.h>
 
 #define TARGET __attribute__((target("sse4.1")))
@@ -195,4 +195,4 @@ void rs_hash_many_sse41(const uint8_t *prefix, size_t prefix_len, const uint8_t 
                        base ? base + i * stride : base, msg_len, out + 32 * i);
 }
 
-#endif /* __x86_64__ */
+#endif /* RS_X86 */
