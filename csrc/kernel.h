@@ -127,7 +127,7 @@ static inline const uint8_t *rs_b3_block(const uint8_t *prefix, size_t prefix_le
 {
     if (off >= prefix_len && blen == RS_B3_BLOCK_LEN)
         return msg + (off - prefix_len);
-    memset(tmp, 0, RS_B3_BLOCK_LEN);
+    memset(tmp + blen, 0, RS_B3_BLOCK_LEN - blen); /* [0, blen) is copied below */
     size_t end = off + blen;
     size_t pos = off;
     if (pos < prefix_len) {
