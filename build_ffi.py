@@ -27,16 +27,34 @@ def read_cdef(header: Path = HEADER) -> str:
     return match.group(1)
 
 
+# The atomics/seqlock/futex helper, the BLAKE3 kernels (one file per instruction set; the
+# SIMD ones compile to nothing off x86-64) with their dispatcher, and the tree's node hashing.
+SOURCES = [
+    "csrc/rotorshm_native.c",
+    "csrc/kernel_portable.c",
+    "csrc/kernel_sse41.c",
+    "csrc/kernel_avx2.c",
+    "csrc/kernel_avx512.c",
+    "csrc/kernel_dispatch.c",
+    "csrc/tree_hash.c",
+]
+DEPENDS = ["csrc/rotorshm_native.h", "csrc/kernel.h"]
+# No -m flags: each SIMD function carries its own target attribute, so one build runs on
+# any x86-64 and picks its kernel at run time.
+COMPILE_ARGS = ["-O3", "-std=c11", "-pthread", "-Wall", "-Wextra"]
+LINK_ARGS = ["-pthread"]  # rs_hash_groups_mt starts POSIX threads
+
 ffibuilder = FFI()
 ffibuilder.cdef(read_cdef())
 ffibuilder.set_source(
     "rotorshm._native",
     '#include "rotorshm_native.h"',
     # Relative paths: setuptools runs this from the project root.
-    sources=["csrc/rotorshm_native.c"],
+    sources=SOURCES,
     include_dirs=["csrc"],
-    depends=["csrc/rotorshm_native.h"],
-    extra_compile_args=["-O2", "-std=c11"],
+    depends=DEPENDS,
+    extra_compile_args=COMPILE_ARGS,
+    extra_link_args=LINK_ARGS,
 )
 
 if __name__ == "__main__":

@@ -166,10 +166,12 @@ def machine_info() -> dict[str, Any]:
     except AttributeError:  # not Linux
         affinity = None
     rotorshm_version = _version("rotorshm", "rotorshm")
+    kernel: dict[str, Any] | None = None
     try:
         import rotorshm
 
         rotorshm_version = rotorshm.__version__
+        kernel = dict(rotorshm.native_info())
     except ImportError:
         pass
     return {
@@ -183,6 +185,7 @@ def machine_info() -> dict[str, Any]:
         "rotorshm": rotorshm_version,
         "rotorshm_git": _git_commit(),
         "blake3": _version("blake3", "blake3"),
+        "kernel": kernel,
         "loadavg_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -4,7 +4,9 @@ A scenario writes ``<out>/<scenario>.json`` with exactly these top-level keys::
 
     benchmark   str      the scenario's name (the file is <benchmark>.json)
     schema      int      1
-    machine     object   common.machine_info() (a scenario may add keys, e.g. contention)
+    machine     object   common.machine_info() (a scenario may add keys, e.g. contention);
+                         its "kernel", when present, is rotorshm.native_info(): {"kernel":
+                         str, "lanes": int, "cpu_features": [str], "available": [str]}
     parameters  object   what was run (sizes, counts, seed, quick, ...)
     results     object   measurement name -> result (below)
     targets     list     informational targets (below)
@@ -50,6 +52,7 @@ PLOT_KEYS = ("file", "title", "xlabel", "ylabel", "xscale", "yscale", "kind", "s
 SERIES_KEYS = ("label", "x", "y")
 SCALES = ("linear", "log")
 PLOT_KINDS = ("line", "bar")
+KERNEL_KEYS = ("kernel", "lanes", "cpu_features", "available")
 
 # relative slack when comparing floats that should be equal (JSON round trips are exact,
 # but a summary may come from a differently ordered sum)
@@ -269,6 +272,27 @@ def _validate_plot(i: int, p: object, benchmark: str | None, problems: list[str]
     return f if isinstance(f, str) else None
 
 
+def _validate_kernel(k: object, problems: list[str]) -> None:
+    """machine.kernel: the hashing kernel the run used (rotorshm.native_info())."""
+    where = "payload.machine.kernel"
+    if not isinstance(k, Mapping):
+        problems.append(f"{where}: expected object, got {type(k).__name__}")
+        return
+    _check_keys(k, KERNEL_KEYS, where, problems, allow_extra=True)
+    if "kernel" in k and not isinstance(k["kernel"], str):
+        problems.append(f"{where}.kernel: expected str")
+    lanes = k.get("lanes")
+    if "lanes" in k and (isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1):
+        problems.append(f"{where}.lanes: expected an integer >= 1, got {lanes!r}")
+    for key in ("cpu_features", "available"):
+        v = k.get(key)
+        if key in k and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            problems.append(f"{where}.{key}: expected a list of str")
+    avail = k.get("available")
+    if isinstance(avail, list) and isinstance(k.get("kernel"), str) and k["kernel"] not in avail:
+        problems.append(f"{where}: kernel {k['kernel']!r} is not among the available ones")
+
+
 def validate(payload: object) -> list[str]:
     """Every way `payload` departs from the result schema; empty when it is valid."""
     problems: list[str] = []
@@ -291,6 +315,10 @@ def validate(payload: object) -> list[str]:
     runtime = payload.get("runtime_s")
     if "runtime_s" in payload and (not is_number(runtime) or float(runtime) < 0):
         problems.append(f"payload.runtime_s: must be a finite number >= 0, got {runtime!r}")
+
+    machine = payload.get("machine")
+    if isinstance(machine, Mapping) and machine.get("kernel") is not None:
+        _validate_kernel(machine["kernel"], problems)
 
     results = payload.get("results")
     if isinstance(results, Mapping):

@@ -6,6 +6,11 @@ Measures LeanIMT (no disk, no shared memory):
 
 * ``insert_many`` of N leaves in 10,000-leaf batches for arity 2, 4, 8, 16 with each batch
   as one bytes buffer, and for arity 4 also as a list of 32-byte bytes (median of runs);
+* the same (arity 2, 4, 16) under every hashing kernel this CPU runs (python = the blake3
+  package, portable, sse41, avx2, avx512), each also as leaves per CPU-second (process
+  time, which a busy shared machine distorts less than wall time);
+* ``insert_many`` of N leaves in 100,000-leaf batches, arity 4, hash_threads 1 and 2 (the
+  only measurement not pinned to one core), and the 2-thread speedup;
 * single ``insert`` on top of an N-leaf arity-4 tree (rate, and per-call latency);
 * at N leaves, arity 4: snapshot, generate_proof, InclusionProof.verify,
   generate_consistency_proof, ConsistencyProof.verify, update_inclusion_proof and the
@@ -19,6 +24,7 @@ an error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -28,11 +34,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from rotorshm import ConsistencyProof, InclusionProof, LeanIMT, Snapshot, depth_for
+from rotorshm import kernel as rkernel
 
 from . import common, report
 
 BATCH = 10_000
 ARITIES = (2, 4, 8, 16)
+KERNEL_ARITIES = (2, 4, 16)
+THREAD_BATCH = 100_000
+THREADS = (1, 2)
 LEAF = 32
 WARMUP_BATCHES = 10
 
@@ -51,7 +61,10 @@ class Params:
 
 
 TARGETS = (
-    common.Target("insert_many a=4 buffer", "median", ">=", 2_000_000, "leaves/s"),
+    common.Target("insert_many a=2 buffer", "median", ">=", 8_000_000, "leaves/s"),
+    common.Target("insert_many a=4 buffer", "median", ">=", 20_000_000, "leaves/s"),
+    common.Target("insert_many a=16 buffer", "median", ">=", 40_000_000, "leaves/s"),
+    common.Target("hash_threads=2 speedup", "median", ">=", 1.7, "x"),
     common.Target("snapshot", "median", "<=", 5_000, "ns"),
     common.Target("generate_proof", "median", "<=", 15_000, "ns"),
     common.Target("InclusionProof.verify", "median", "<=", 15_000, "ns"),
@@ -161,6 +174,103 @@ def bench_insert_many(
         }
     a4 = {results[f"insert_many a=4 {f}"]["root"] for f in ("buffer", "list")}
     assert len(a4) == 1, "buffer and list forms give different roots"
+
+
+def _timed_build(arity: int, batches: Sequence[bytes], n: int, threads: int = 1
+                 ) -> tuple[float, float, bytes | None]:
+    """(wall seconds, process CPU seconds, root) of inserting `batches` into a new tree."""
+    tree = LeanIMT(arity, max_depth_for(n, arity), hash_threads=threads)
+    with common.frozen_heap():
+        c0, w0 = time.process_time(), time.perf_counter()
+        for b in batches:
+            tree.insert_many(b)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    assert tree.size == n
+    return wall, cpu, tree.root
+
+
+def _throughput(n: int, walls: list[float], cpus: list[float], **extra: Any) -> dict[str, Any]:
+    rates = [common.rate(n, w) for w in walls]
+    return {
+        "kind": "throughput",
+        "unit": "leaves/s",
+        "leaves": n,
+        **extra,
+        "summary": common.summarize(rates),
+        "samples": rates,
+        "run_seconds": walls,
+        "cpu_seconds": cpus,
+        "leaves_per_cpu_s": [common.rate(n, c) for c in cpus],
+    }
+
+
+def bench_kernels(
+    p: Params, data: bytes, results: dict[str, Any], step: Callable[[str], None]
+) -> None:
+    """insert_many under every kernel this CPU runs, runs round-robin over (kernel, arity)."""
+    n = p.leaves
+    step_bytes = p.batch * LEAF
+    buffers = [data[off : off + step_bytes] for off in range(0, len(data), step_bytes)]
+    configs = [(k, a) for k in rkernel.available() for a in KERNEL_ARITIES]
+    walls: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    cpus: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    roots: dict[int, set[bytes | None]] = {a: set() for a in KERNEL_ARITIES}
+    for r in range(p.runs):
+        for k, a in configs:
+            step(f"kernel {k} a={a} run {r + 1}/{p.runs}")
+            with rkernel._use(k):
+                wall, cpu, root = _timed_build(a, buffers, n)
+            walls[(k, a)].append(wall)
+            cpus[(k, a)].append(cpu)
+            roots[a].add(root)
+    for a, rs in roots.items():
+        assert len(rs) == 1, f"arity {a}: kernels disagree on the root"
+    for k, a in configs:
+        results[f"insert_many a={a} kernel={k}"] = _throughput(
+            n, walls[(k, a)], cpus[(k, a)], arity=a, batch=p.batch, kernel=k,
+            what=f"insert_many of {p.batch:,}-leaf bytes batches with ROTORSHM_KERNEL={k}")
+
+
+def bench_threads(
+    p: Params, data: bytes, results: dict[str, Any], step: Callable[[str], None]
+) -> None:
+    """hash_threads 1 and 2 on 100k-leaf batches (unpinned for the duration: 2 threads)."""
+    n = p.leaves
+    step_bytes = THREAD_BATCH * LEAF
+    buffers = [data[off : off + step_bytes] for off in range(0, len(data), step_bytes)]
+    pinned = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    walls: dict[int, list[float]] = {t: [] for t in THREADS}
+    cpus: dict[int, list[float]] = {t: [] for t in THREADS}
+    roots = set()
+    try:
+        if pinned is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        for r in range(p.runs):
+            for t in THREADS:
+                step(f"hash_threads={t} run {r + 1}/{p.runs}")
+                wall, cpu, root = _timed_build(4, buffers, n, threads=t)
+                walls[t].append(wall)
+                cpus[t].append(cpu)
+                roots.add(root)
+    finally:
+        if pinned is not None:
+            os.sched_setaffinity(0, pinned)
+    assert len(roots) == 1, "hash_threads changed the root"
+    for t in THREADS:
+        results[f"insert_many a=4 {THREAD_BATCH // 1000}k batches hash_threads={t}"] = \
+            _throughput(n, walls[t], cpus[t], arity=4, batch=THREAD_BATCH, hash_threads=t,
+                        kernel=rkernel.active(),
+                        what=f"insert_many of {THREAD_BATCH:,}-leaf batches, hash_threads={t}, "
+                             "not pinned to one CPU")
+    speedups = [one / two for one, two in zip(walls[1], walls[2], strict=True)]
+    results["hash_threads=2 speedup"] = {
+        "kind": "value",
+        "unit": "x",
+        "summary": common.summarize(speedups),
+        "samples": speedups,
+        "what": "wall time with hash_threads=1 / with hash_threads=2, run by run",
+    }
 
 
 def bench_insert(
@@ -386,11 +496,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     data = random.Random(p.seed).randbytes(p.leaves * LEAF)
     results: dict[str, Any] = {}
-    steps = p.runs * (len(ARITIES) + 1) + p.runs + 1 + 1 + p.rounds
+    kernel_steps = p.runs * len(rkernel.available()) * len(KERNEL_ARITIES)
+    steps = (p.runs * (len(ARITIES) + 1) + kernel_steps + p.runs * len(THREADS) + p.runs + 1
+             + 1 + p.rounds)
     preempted: dict[str, int] = {}
     others: dict[str, float | None] = {}
     with common.Steps(steps, desc="bench.tree") as bar:
-        for phase, fn in (("insert_many", bench_insert_many), ("insert", bench_insert),
+        for phase, fn in (("insert_many", bench_insert_many), ("kernels", bench_kernels),
+                          ("threads", bench_threads), ("insert", bench_insert),
                           ("latencies", bench_latencies)):
             before, cpus_before = common.preemptions(), common.cpu_times()
             fn(p, data, results, bar.advance)

@@ -4,7 +4,9 @@
  * Atomic loads/stores on plain words that live in a shared buffer (an mmap of
  * a shard file or of a POSIX shared-memory segment), the seqlock read and
  * write loops with the copy inside them, and futex wait/wake on a shared
- * 32-bit word.  Everything else in rotorshm is Python.
+ * 32-bit word; and the tree's node hashing on the BLAKE3 kernels of kernel_*.c
+ * (one file per instruction set, chosen at run time by kernel_dispatch.c) with the
+ * level-at-a-time and one-group functions of tree_hash.c.
  *
  * This header is the single source of truth for the Python binding:
  * build_ffi.py hands the text between the CFFI-CDEF-BEGIN and CFFI-CDEF-END
@@ -17,7 +19,15 @@
  *   - for the seqlock functions, the shared side (dst of a write, src of a
  *     read) is 8-byte aligned and nbytes is a multiple of 8; the private side
  *     (src of a write, dst of a read) may have any alignment;
- *   - there is a single writer per seqlock counter.
+ *   - there is a single writer per seqlock counter;
+ *   - for the hashing functions: every input pointer covers the bytes the arguments
+ *     describe (message i of rs_hash_many is prefix[0..prefix_len) followed by
+ *     base[i*stride .. i*stride+msg_len)), `out` covers 32 bytes per output hash and
+ *     overlaps no input.  Bad counts, arities and lengths return -1 (nothing written);
+ *     pointers cannot be checked here.
+ *
+ * The hashing functions take no lock and touch no Python object: cffi releases the GIL
+ * around them, so several threads can hash disjoint ranges of one level at once.
  */
 #ifndef ROTORSHM_NATIVE_H
 #define ROTORSHM_NATIVE_H
@@ -59,6 +69,63 @@ int rs_seqlock_read(const void *counter, const void *src, void *dst, size_t nbyt
 int rs_futex_wait_u32(void *addr, uint32_t expected, int64_t timeout_ns);
 int rs_futex_wake_u32(void *addr, int n);
 int rs_has_futex(void);
+
+/* BLAKE3 kernels: identifiers, lanes, CPU features (bit set of RS_CPU_*). */
+#define RS_KERNEL_PORTABLE 0
+#define RS_KERNEL_SSE41 1
+#define RS_KERNEL_AVX2 2
+#define RS_KERNEL_AVX512 3
+#define RS_KERNEL_COUNT 4
+#define RS_CPU_SSE41 1
+#define RS_CPU_AVX2 2
+#define RS_CPU_AVX512F 4
+/* Longest message (prefix included) that rs_hash_many takes: one BLAKE3 chunk. */
+#define RS_B3_MAX_MANY_LEN 1024
+
+unsigned rs_cpu_features(void);
+/* 1 if `kernel` is compiled in and this CPU runs it, else 0. */
+int rs_kernel_available(int kernel);
+/* The widest available kernel. */
+int rs_kernel_best(void);
+/* The kernel in use (the widest available until rs_kernel_set). */
+int rs_kernel_get(void);
+/* Use `kernel` from now on in this process: 0, or -1 if it is not available. */
+int rs_kernel_set(int kernel);
+int rs_kernel_lanes(int kernel);
+
+/* BLAKE3 (32-byte output) of `count` messages of prefix_len + msg_len <= 1024 bytes each:
+ * message i = prefix[0..prefix_len) || base[i*stride .. i*stride + msg_len).
+ * Hashes one message per SIMD lane with the kernel in use.  0, or -1 if too long. */
+int rs_hash_many(const uint8_t *prefix, size_t prefix_len, const uint8_t *base, size_t stride,
+                 size_t msg_len, size_t count, uint8_t *out);
+
+/* BLAKE3 (32-byte output) of one message of any length. */
+void rs_blake3(const uint8_t *msg, size_t len, uint8_t *out);
+
+/* Parent of the group of k = 1..255 contiguous 32-byte children (k == 1: lifted). */
+int rs_hash_group(const uint8_t *children, unsigned k, uint8_t *out);
+
+/* Parent of the group of k children made of the k-1 contiguous `siblings` with `child`
+ * inserted at position pos (0 <= pos < k): siblings[0..pos), child, siblings[pos..k-1).
+ * What a proof step and the single-leaf right-edge update hash. */
+int rs_hash_group_with(const uint8_t *siblings, unsigned k, unsigned pos, const uint8_t *child,
+                       uint8_t *out);
+
+/* Parents of `count` consecutive 32-byte nodes that start at a group boundary, for groups
+ * of `arity` (the last group may be partial: r >= 2 children hash with prefix (0x01, r),
+ * r == 1 is lifted): ceil(count / arity) hashes into out. */
+int rs_hash_groups(const uint8_t *nodes, size_t count, unsigned arity, uint8_t *out);
+
+/* The same for parents first .. last-1 only (out still points at parent 0), so that
+ * threads can share one level: disjoint ranges write disjoint parts of out. */
+int rs_hash_groups_range(const uint8_t *nodes, size_t count, unsigned arity, size_t first,
+                         size_t last, uint8_t *out);
+
+/* rs_hash_groups on `threads` (1..RS_MAX_HASH_THREADS) POSIX threads, each one range of
+ * parents; the calling thread hashes the first range and joins the others. */
+#define RS_MAX_HASH_THREADS 256
+int rs_hash_groups_mt(const uint8_t *nodes, size_t count, unsigned arity, unsigned threads,
+                      uint8_t *out);
 
 /* CFFI-CDEF-END */
 

@@ -30,6 +30,7 @@ from .errors import (
     WriterUnavailable,
 )
 from .hashing import depth_for, hash_children, hash_leaf
+from .kernel import NativeInfo, native_info
 from .proof import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
 from .reader import Reader, attach
 from .snapshot import Snapshot
@@ -78,4 +79,6 @@ __all__ = [
     "depth_for",
     "hash_children",
     "hash_leaf",
+    "NativeInfo",
+    "native_info",
 ]

@@ -61,6 +61,7 @@ from .errors import (
     WriterGone,
 )
 from .hashing import MAX_ARITY, MIN_ARITY, NODE_SIZE
+from .kernel import native_info
 from .levels import SHARD_BYTES, shard_name
 from .offline import inspect_tree
 from .proof import FORMAT_VERSION, ConsistencyProof, InclusionProof
@@ -342,6 +343,7 @@ def _serve_config(args: argparse.Namespace) -> RotorTreeConfig:
                               else 1 << 30),
         verify_checkpoint=not args.no_verify, name=args.name,
         progress=RecoveryProgress(directory, not args.quiet),
+        hash_threads=args.hash_threads,
     )
 
 
@@ -791,6 +793,9 @@ def tree_status(name: str) -> dict[str, Any]:
         if info["socket_exists"]:
             left.append(sock)
         info["left_behind"] = left
+    # The hashing kernel this machine selects (the daemon picks the same one unless its
+    # ROTORSHM_KERNEL differs from this process's).
+    info["kernel"] = dict(native_info())
     return info
 
 
@@ -847,6 +852,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         ("published seq", str(info["published_seq"])),
         ("durable seq", str(info["durable_seq"])),
         ("tiers", _tier_summary(info)),
+        ("kernel", f"{info['kernel']['kernel']} ({info['kernel']['lanes']} lanes; available "
+                   f"{', '.join(info['kernel']['available'])})"),
     ]
     if info["recovery_note"]:
         rows.append(("recovery", info["recovery_note"]))
@@ -1111,6 +1118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="manual | on_close (default) | every:N | memory:BYTES")
     p.add_argument("--pin-above-level", type=_index, default=None, metavar="LEVEL",
                    help="levels at or above this live in shared memory (default: none)")
+    p.add_argument("--hash-threads", type=int, default=1,
+                   help="threads hashing each level of a large batch (default 1)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip recomputing the root when opening from a checkpoint")
     p.add_argument("-q", "--quiet", action="store_true",

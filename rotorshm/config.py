@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import InvalidConfig
-from .hashing import check_arity
+from .hashing import check_arity, check_hash_threads
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called as progress(phase, done, total) while opening a large tree."""
@@ -135,6 +135,8 @@ class RotorTreeConfig:
     verify_checkpoint: bool = True
     name: str | None = None
     progress: ProgressCallback | None = None
+    #: Threads that hash one level of a large batch (>= 4,096 full groups); 1 = no threads.
+    hash_threads: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, (str, os.PathLike)):
@@ -143,6 +145,7 @@ class RotorTreeConfig:
         if not path or (isinstance(path, str) and "\0" in path):
             raise InvalidConfig(f"path must name a directory, got {path!r:.80}")
         check_arity(self.arity)
+        check_hash_threads(self.hash_threads)
         check_max_depth(self.max_depth)
         if self.name is not None:
             check_tree_name(self.name)

@@ -34,6 +34,10 @@ class Level(ABC):
     __slots__ = ("level", "region_chunks", "io", "_region_bytes", "_regions", "_ready",
                  "_grow_lock")
 
+    #: True where `view` may hand out the regions themselves (read and write are the plain
+    #: region copies below); a subclass that overrides read/write leaves it False.
+    in_place = False
+
     def __init__(self, level: int, region_chunks: int, io: DurableIO | None = None) -> None:
         self.level = level
         self.region_chunks = region_chunks
@@ -113,6 +117,20 @@ class Level(ABC):
             off = 0
         return b"".join(parts)
 
+    def view(self, start: int, count: int) -> memoryview | None:
+        """Nodes start..start+count-1 in place: a view into one region (writable where the
+        level is), or None if they span two regions or the level is not `in_place`.
+
+        For the writer's hashing, which reads children and writes parents without copies.
+        """
+        if not self.in_place:
+            return None
+        r, off = divmod(start * NODE_SIZE, self._region_bytes)
+        end = off + count * NODE_SIZE
+        if end > self._region_bytes or r >= len(self._regions):
+            return None
+        return self._regions[r][off:end]
+
     def node(self, index: int) -> bytes:
         """Node `index` (32 bytes)."""
         r, off = divmod(index * NODE_SIZE, self._region_bytes)
@@ -145,18 +163,35 @@ class Level(ABC):
             off = 0
 
 
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+#: Chunks per region of a level in process memory (1 MiB).
+MEMORY_REGION_CHUNKS = 256
+
+
 class MemoryLevel(Level):
-    """A level held in process memory, one 4 KiB bytearray per chunk."""
+    """A level held in process memory, in 1 MiB anonymous mappings.
+
+    The kernel zero-fills a page when it is first touched, so a small tree's top levels
+    cost address space, not memory; a big batch writes into few regions (one slice
+    assignment each).
+    """
 
     __slots__ = ()
+    in_place = True
 
     def __init__(self, level: int) -> None:
-        super().__init__(level, 1)
+        super().__init__(level, MEMORY_REGION_CHUNKS)
 
     def _open_region(self, index: int, create: bool) -> memoryview:
         if not create:
             raise IndexOutOfRange(f"level {self.level}: chunk {index} was never written")
-        return memoryview(bytearray(CHUNK_BYTES))
+        # The first region of a level is faulted in page by page as it is written (a small
+        # tree's upper levels touch a page or two); a level that outgrew one region is big,
+        # and populating its next region in one go costs less than a fault per page.
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+        if index and _MAP_POPULATE:
+            flags |= _MAP_POPULATE
+        return memoryview(mmap.mmap(-1, self._region_bytes, flags=flags))
 
 
 ALLOC_STEP = 1 << 20
@@ -171,6 +206,7 @@ class _ReservedLevel(Level):
     """
 
     __slots__ = ("writable", "_fds", "_maps", "_reserved")
+    in_place = True
 
     def __init__(self, level: int, writable: bool, io: DurableIO | None = None) -> None:
         if writable and io is None:

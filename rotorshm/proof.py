@@ -16,10 +16,15 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from blake3 import blake3
-
 from .errors import InvalidProof
-from .hashing import GROUP_PREFIX, MAX_ARITY, MIN_ARITY, NODE_SIZE, level_lengths
+from .hashing import (
+    MAX_ARITY,
+    MIN_ARITY,
+    NODE_SIZE,
+    hash_children,
+    hash_group_with,
+    level_lengths,
+)
 
 FORMAT_VERSION = 1
 _KIND_INCLUSION = 0x49  # "I"
@@ -49,7 +54,7 @@ class ConsistencyLevel(NamedTuple):
 def _group_hash(members: list[bytes] | tuple[bytes, ...]) -> bytes:
     if len(members) == 1:
         return members[0]
-    return blake3(GROUP_PREFIX[len(members)] + b"".join(members)).digest()
+    return hash_children(members)
 
 
 def _is_hash(x: object) -> bool:
@@ -105,9 +110,7 @@ class InclusionProof:
                 if k:
                     if set(map(len, sibs)) != _ONLY_HASH_LEN:
                         return None
-                    node = blake3(
-                        b"".join((GROUP_PREFIX[k + 1], *sibs[:pos], node, *sibs[pos:]))
-                    ).digest()
+                    node = hash_group_with(b"".join(sibs), pos, node)
                 idx //= n
                 length = (length + n - 1) // n
         except (TypeError, ValueError):  # wrong shapes or types inside a hand-built proof

@@ -91,7 +91,7 @@ def verify(core: TreeCore, data_dir: str, meta: CheckpointMeta,
                 children = below.read(lo, hi - 1 - lo) + meta.frontier[lvl]
             else:
                 children = below.read(lo, hi - lo)
-            computed = hash_groups(children, hi - lo, n)
+            computed = hash_groups(children, hi - lo, n, core.hash_threads)
             if q == parents:
                 stored = above.read(p, q - 1 - p) + meta.frontier[lvl + 1]
             else:

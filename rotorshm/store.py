@@ -112,7 +112,7 @@ class RotorTree:
         # Durable hooks run in the order of the values they publish (see _set_durable).
         self._durable_hooks_lock = threading.Lock()
         self._file_lock = filelock.FileLock(os.path.join(self.path, LOCK_FILE), timeout=0)
-        self.core = TreeCore(config.arity, config.max_depth, self._new_level)
+        self.core = TreeCore(config.arity, config.max_depth, self._new_level, config.hash_threads)
         self._wal: wal.WriteAheadLog | None = None
         self.durable_seq = 0
         self.written_seq = 0

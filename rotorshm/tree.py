@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from blake3 import blake3
-
 from .config import check_max_depth
 from .errors import CapacityExceeded, InvalidLeaf
-from .hashing import GROUP_PREFIX, NODE_SIZE, check_arity, hash_groups, level_lengths
+from .hashing import (
+    NODE_SIZE,
+    check_arity,
+    check_hash_threads,
+    hash_group_with,
+    hash_groups,
+    hash_groups_into,
+    level_lengths,
+)
 from .levels import Level, MemoryLevel
 from .snapshot import Snapshot
 
@@ -68,11 +74,16 @@ class TreeCore:
     level) so that a snapshot is a copy of two short tuples.
     """
 
-    __slots__ = ("arity", "max_depth", "capacity", "levels", "state", "_new_level")
+    __slots__ = ("arity", "max_depth", "capacity", "levels", "state", "hash_threads", "_new_level")
 
-    def __init__(self, arity: int, max_depth: int, new_level: Callable[[int], Level]) -> None:
+    def __init__(
+        self, arity: int, max_depth: int, new_level: Callable[[int], Level], hash_threads: int = 1
+    ) -> None:
         check_arity(arity)
         check_max_depth(max_depth)  # one rule (1..64) for LeanIMT, RotorTree and the daemon
+        check_hash_threads(hash_threads)
+        # Threads that hash one level's range of a large batch (hashing.hash_groups).
+        self.hash_threads = hash_threads
         self.arity = arity
         self.max_depth = max_depth
         self.capacity = min(arity**max_depth, MAX_SIZE)
@@ -149,16 +160,24 @@ class TreeCore:
             return
         frontier = [data[-NODE_SIZE:]]
         lo = old
-        dirty = data
+        threads = self.hash_threads
         for lvl in range(len(lengths) - 1):
+            # The dirty range of this level starts at the group of its first new node (the
+            # group's older members are immutable, or the old frontier) and is in storage.
             g0 = lo - lo % n
-            # Old members of the first dirty group are immutable (or the old frontier).
-            children = levels[lvl].read(g0, lo - g0) + dirty if g0 < lo else dirty
-            parents = hash_groups(children, lengths[lvl] - g0, n)
+            count = lengths[lvl] - g0
             lo = g0 // n
-            levels[lvl + 1].write(lo, parents)
-            frontier.append(parents[-NODE_SIZE:])
-            dirty = parents
+            parents = lengths[lvl + 1] - lo
+            src = levels[lvl].view(g0, count)
+            dst = levels[lvl + 1].view(lo, parents) if src is not None else None
+            if src is not None and dst is not None:
+                # From one level's storage straight into the next one's: no copies.
+                hash_groups_into(src, count, n, dst, threads)
+                frontier.append(dst[-NODE_SIZE:].tobytes())
+            else:  # the range spans two regions (or the level is not in place)
+                out = hash_groups(levels[lvl].read(g0, count), count, n, threads)
+                levels[lvl + 1].write(lo, out)
+                frontier.append(out[-NODE_SIZE:])
         self.state = (old + len(data) // NODE_SIZE, lengths, tuple(frontier))
 
     def _apply_one(self, index: int, leaf: bytes, lengths: tuple[int, ...]) -> None:
@@ -172,8 +191,7 @@ class TreeCore:
         for lvl in range(len(lengths) - 1):
             pos = idx % n
             if pos:  # pos == 0: a group of one, lifted unchanged
-                node = blake3(GROUP_PREFIX[pos + 1] + levels[lvl].read(idx - pos, pos) + node)\
-                    .digest()
+                node = hash_group_with(levels[lvl].read(idx - pos, pos), pos, node)
             idx //= n
             levels[lvl + 1].write(idx, node)
             frontier.append(node)
@@ -199,8 +217,10 @@ class LeanIMT:
 
     __slots__ = ("_core",)
 
-    def __init__(self, arity: int = 4, max_depth: int = 20) -> None:
-        self._core = TreeCore(arity, max_depth, MemoryLevel)
+    def __init__(self, arity: int = 4, max_depth: int = 20, hash_threads: int = 1) -> None:
+        """An empty tree; `hash_threads` > 1 hashes the levels of large batches (from 4,096
+        full groups per level) on that many threads, each in C with the GIL released."""
+        self._core = TreeCore(arity, max_depth, MemoryLevel, hash_threads)
 
     @property
     def arity(self) -> int:
@@ -211,6 +231,11 @@ class LeanIMT:
     def max_depth(self) -> int:
         """Deepest tree allowed; capacity is arity**max_depth leaves."""
         return self._core.max_depth
+
+    @property
+    def hash_threads(self) -> int:
+        """Threads that hash the levels of a large batch."""
+        return self._core.hash_threads
 
     @property
     def size(self) -> int:

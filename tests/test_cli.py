@@ -308,7 +308,8 @@ def test_consistency(serve: Callable[..., Daemon], tmp_path: Path) -> None:
 # -- status -----------------------------------------------------------------------------------
 
 def test_status(serve: Callable[..., Daemon]) -> None:
-    d = serve("--pin-above-level", "1", named=False)  # default name: derived from the path
+    # default name: derived from the path; two hash threads (small batches hash on one)
+    d = serve("--pin-above-level", "1", "--hash-threads", "2", named=False)
     items = leaves(1000)
     ins = kv(ok(rsm("insert", str(d.dir), "--durable", "--batch", "300",
                     stdin=hex_lines(items))))
@@ -328,12 +329,15 @@ def test_status(serve: Callable[..., Daemon]) -> None:
     assert f"rotorshm.{d.name}.ctl" in names
     assert sum(1 for n in names if re.search(r"\.L\d+\.S0$", n)) == ref_depth(1000, ARITY)
     assert all(s["size"] > 0 for s in info["shm_segments"])
+    assert info["kernel"]["kernel"] in info["kernel"]["available"]
+    assert info["kernel"]["lanes"] >= 1
 
     # A path containing '/' stands for the directory's default name.
     text = ok(rsm("status", str(d.dir)))
     assert "alive" in text and str(d.dir.resolve()) in text
     assert re.search(r"^size\s+1000$", text, re.M)
     assert "levels 1-5 in shared memory" in text
+    assert re.search(r"^kernel\s+\w+ \(\d+ lanes", text, re.M)
 
     assert d.stop() == 0
     res = rsm("status", d.name)

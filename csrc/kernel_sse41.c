@@ -1,0 +1,198 @@
+/*
+ * kernel_sse41.c -- BLAKE3 kernel for SSE4.1: four messages side by side.
+ *
+ * Lane layout: every __m128i holds one 32-bit word of four different messages,
+ * lane l (element l, l = 0..3) belonging to message i+l.  The state v[0..15] and the
+ * message words m[0..15] are such vectors, so one G step mixes four messages at once.
+ * Loading a block transposes it: four 16-byte rows per message (words 4c..4c+3)
+ * become, after a 4x4 transpose, m[4c+j] = word 4c+j of messages i..i+3.
+ * Storing the output transposes back (cv word j of four lanes -> 32 bytes per message).
+ *
+ * Compiled with target("sse4.1") on these functions only, so the extension builds with
+ * default flags; the dispatcher calls them only when the CPU has SSE4.1.
+ *
+ * Also here: rs_b3_compress_sse41, one compression of one message with the state in four
+ * row vectors (v0..3, v4..7, v8..11, v12..15): the column step is one G on the rows,
+ * the diagonal step the same after rotating rows 1..3 by 1..3 lanes.  Used for single
+ * messages (a proof step, a single-leaf insert, the last 1..3 messages of a call) on
+ * every SIMD kernel.
+ */
+#include "kernel.h"
+
+#if RS_X86
+#include <immintrin.h>
+
+#define TARGET __attribute__((target("sse4.1")))
+#define LANES 4
+
+TARGET static inline __m128i add(__m128i a, __m128i b) { return _mm_add_epi32(a, b); }
+TARGET static inline __m128i xor_(__m128i a, __m128i b) { return _mm_xor_si128(a, b); }
+TARGET static inline __m128i set1(uint32_t w) { return _mm_set1_epi32((int)w); }
+
+/* Rotations by 16 and 8 move whole bytes: one byte shuffle each. */
+TARGET static inline __m128i rot16(__m128i x)
+{
+    return _mm_shuffle_epi8(x, _mm_set_epi8(13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2));
+}
+TARGET static inline __m128i rot8(__m128i x)
+{
+    return _mm_shuffle_epi8(x, _mm_set_epi8(12, 15, 14, 13, 8, 11, 10, 9, 4, 7, 6, 5, 0, 3, 2, 1));
+}
+TARGET static inline __m128i rot12(__m128i x)
+{
+    return _mm_or_si128(_mm_srli_epi32(x, 12), _mm_slli_epi32(x, 20));
+}
+TARGET static inline __m128i rot7(__m128i x)
+{
+    return _mm_or_si128(_mm_srli_epi32(x, 7), _mm_slli_epi32(x, 25));
+}
+
+/* 4x4 transpose of 32-bit words: row r element c -> row c element r. */
+TARGET static inline void transpose4(__m128i r[4])
+{
+    __m128i ab01 = _mm_unpacklo_epi32(r[0], r[1]);
+    __m128i ab23 = _mm_unpackhi_epi32(r[0], r[1]);
+    __m128i cd01 = _mm_unpacklo_epi32(r[2], r[3]);
+    __m128i cd23 = _mm_unpackhi_epi32(r[2], r[3]);
+    r[0] = _mm_unpacklo_epi64(ab01, cd01);
+    r[1] = _mm_unpackhi_epi64(ab01, cd01);
+    r[2] = _mm_unpacklo_epi64(ab23, cd23);
+    r[3] = _mm_unpackhi_epi64(ab23, cd23);
+}
+
+#define G(a, b, c, d, x, y)           \
+    do {                              \
+        a = add(add(a, b), x);        \
+        d = rot16(xor_(d, a));        \
+        c = add(c, d);                \
+        b = rot12(xor_(b, c));        \
+        a = add(add(a, b), y);        \
+        d = rot8(xor_(d, a));         \
+        c = add(c, d);                \
+        b = rot7(xor_(b, c));         \
+    } while (0)
+
+#define ROUND(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15) \
+    G(v[0], v[4], v[8], v[12], m[s0], m[s1]);                                     \
+    G(v[1], v[5], v[9], v[13], m[s2], m[s3]);                                     \
+    G(v[2], v[6], v[10], v[14], m[s4], m[s5]);                                    \
+    G(v[3], v[7], v[11], v[15], m[s6], m[s7]);                                    \
+    G(v[0], v[5], v[10], v[15], m[s8], m[s9]);                                    \
+    G(v[1], v[6], v[11], v[12], m[s10], m[s11]);                                  \
+    G(v[2], v[7], v[8], v[13], m[s12], m[s13]);                                   \
+    G(v[3], v[4], v[9], v[14], m[s14], m[s15]);
+
+/* -- one message, state in rows ---------------------------------------------------------- */
+
+#define GROWS(r0, r1, r2, r3, m)           \
+    do {                                  \
+        r0 = add(add(r0, r1), m);         \
+        r3 = rot16(xor_(r3, r0));         \
+        r2 = add(r2, r3);                 \
+        r1 = rot12(xor_(r1, r2));         \
+    } while (0)
+#define GROWS2(r0, r1, r2, r3, m)          \
+    do {                                  \
+        r0 = add(add(r0, r1), m);         \
+        r3 = rot8(xor_(r3, r0));          \
+        r2 = add(r2, r3);                 \
+        r1 = rot7(xor_(r1, r2));          \
+    } while (0)
+
+/* Lane i of row 1 / 2 / 3 takes lane (i+1) / (i+2) / (i+3) mod 4, so that lane i of the
+ * four rows holds diagonal i: (v0, v5, v10, v15), (v1, v6, v11, v12), ...; and back. */
+#define DIAG(r1, r2, r3)                                  \
+    do {                                                  \
+        r1 = _mm_shuffle_epi32(r1, _MM_SHUFFLE(0, 3, 2, 1)); \
+        r2 = _mm_shuffle_epi32(r2, _MM_SHUFFLE(1, 0, 3, 2)); \
+        r3 = _mm_shuffle_epi32(r3, _MM_SHUFFLE(2, 1, 0, 3)); \
+    } while (0)
+#define UNDIAG(r1, r2, r3)                                \
+    do {                                                  \
+        r1 = _mm_shuffle_epi32(r1, _MM_SHUFFLE(2, 1, 0, 3)); \
+        r2 = _mm_shuffle_epi32(r2, _MM_SHUFFLE(1, 0, 3, 2)); \
+        r3 = _mm_shuffle_epi32(r3, _MM_SHUFFLE(0, 3, 2, 1)); \
+    } while (0)
+
+/* _mm_set_epi32 lists lanes 3..0. */
+#define WORDS(a, b, c, d) _mm_set_epi32((int)w[d], (int)w[c], (int)w[b], (int)w[a])
+
+#define ROUND_ROWS(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15) \
+    GROWS(r0, r1, r2, r3, WORDS(s0, s2, s4, s6));                                    \
+    GROWS2(r0, r1, r2, r3, WORDS(s1, s3, s5, s7));                                   \
+    DIAG(r1, r2, r3);                                                                \
+    GROWS(r0, r1, r2, r3, WORDS(s8, s10, s12, s14));                                 \
+    GROWS2(r0, r1, r2, r3, WORDS(s9, s11, s13, s15));                                \
+    UNDIAG(r1, r2, r3);
+
+TARGET void rs_b3_compress_sse41(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN],
+                                 uint32_t block_len, uint64_t counter, uint32_t flags)
+{
+    uint32_t w[16];
+    memcpy(w, block, sizeof w); /* x86 is little-endian: the words as the spec reads them */
+    __m128i r0 = _mm_loadu_si128((const __m128i *)(const void *)&cv[0]);
+    __m128i r1 = _mm_loadu_si128((const __m128i *)(const void *)&cv[4]);
+    __m128i r2 = _mm_set_epi32((int)RS_B3_IV3, (int)RS_B3_IV2, (int)RS_B3_IV1, (int)RS_B3_IV0);
+    __m128i r3 = _mm_set_epi32((int)flags, (int)block_len, (int)(uint32_t)(counter >> 32),
+                               (int)(uint32_t)counter);
+    RS_B3_ROUNDS(ROUND_ROWS)
+    _mm_storeu_si128((__m128i *)(void *)&cv[0], xor_(r0, r2));
+    _mm_storeu_si128((__m128i *)(void *)&cv[4], xor_(r1, r3));
+}
+
+/* Hash messages i .. i+3 of the call. */
+TARGET static void hash4(const uint8_t *prefix, size_t prefix_len, const uint8_t *base,
+                         size_t stride, size_t len, size_t i, uint8_t *out)
+{
+    size_t nblocks = rs_b3_blocks(len);
+    uint8_t tmp[LANES][RS_B3_BLOCK_LEN];
+    __m128i cv[8];
+    for (int w = 0; w < 8; w++)
+        cv[w] = set1(rs_b3_iv[w]);
+    for (size_t b = 0; b < nblocks; b++) {
+        size_t off = b * RS_B3_BLOCK_LEN;
+        size_t blen = len - off < RS_B3_BLOCK_LEN ? len - off : RS_B3_BLOCK_LEN;
+        const uint8_t *p[LANES];
+        for (int l = 0; l < LANES; l++) {
+            const uint8_t *msg = base ? base + (i + (size_t)l) * stride : base;
+            p[l] = rs_b3_block(prefix, prefix_len, msg, off, blen, tmp[l]);
+        }
+        __m128i m[16];
+        for (int c = 0; c < 4; c++) {
+            __m128i r[4];
+            for (int l = 0; l < LANES; l++)
+                r[l] = _mm_loadu_si128((const __m128i *)(const void *)(p[l] + 16 * c));
+            transpose4(r);
+            for (int j = 0; j < 4; j++)
+                m[4 * c + j] = r[j];
+        }
+        __m128i v[16] = {cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7],
+                         set1(RS_B3_IV0), set1(RS_B3_IV1), set1(RS_B3_IV2), set1(RS_B3_IV3),
+                         _mm_setzero_si128(), _mm_setzero_si128(), set1((uint32_t)blen),
+                         set1(rs_b3_block_flags(b, nblocks))};
+        RS_B3_ROUNDS(ROUND)
+        for (int w = 0; w < 8; w++)
+            cv[w] = xor_(v[w], v[w + 8]);
+    }
+    /* cv[w] holds word w of four lanes: transpose to four words of one lane per row. */
+    transpose4(&cv[0]);
+    transpose4(&cv[4]);
+    for (int l = 0; l < LANES; l++) {
+        _mm_storeu_si128((__m128i *)(void *)(out + 32 * (size_t)l), cv[l]);
+        _mm_storeu_si128((__m128i *)(void *)(out + 32 * (size_t)l + 16), cv[4 + l]);
+    }
+}
+
+void rs_hash_many_sse41(const uint8_t *prefix, size_t prefix_len, const uint8_t *base,
+                        size_t stride, size_t msg_len, size_t count, uint8_t *out)
+{
+    size_t len = prefix_len + msg_len;
+    size_t i = 0;
+    for (; i + LANES <= count; i += LANES)
+        hash4(prefix, prefix_len, base, stride, len, i, out + 32 * i);
+    for (; i < count; i++)
+        rs_b3_hash_one(rs_b3_compress_sse41, prefix, prefix_len,
+                       base ? base + i * stride : base, msg_len, out + 32 * i);
+}
+
+#endif /* RS_X86 */
