@@ -12,6 +12,7 @@ import mmap
 import os
 from abc import ABC, abstractmethod
 
+from ._cpaths import RegionTable
 from .errors import IndexOutOfRange, StorageFull
 
 NODE_SIZE = 32
@@ -24,7 +25,7 @@ SHARD_BYTES = CHUNK_BYTES * SHARD_CHUNKS
 class Level(ABC):
     """One level's nodes, addressed by index, stored in regions of `region_chunks` chunks."""
 
-    __slots__ = ("level", "region_chunks", "_region_bytes", "_regions", "_ready")
+    __slots__ = ("level", "region_chunks", "_region_bytes", "_regions", "_ready", "_ctab")
 
     def __init__(self, level: int, region_chunks: int) -> None:
         self.level = level
@@ -32,6 +33,8 @@ class Level(ABC):
         self._region_bytes = region_chunks * CHUNK_BYTES
         self._regions: list[memoryview] = []
         self._ready = 0  # nodes known to have storage: reserve() returns at once below it
+        # The same regions as C sees them (rotorshm._cpaths): grown with _regions.
+        self._ctab = RegionTable(self._region_bytes)
 
     @abstractmethod
     def _open_region(self, index: int, create: bool) -> memoryview:
@@ -43,6 +46,9 @@ class Level(ABC):
 
     def close(self) -> None:
         """Drop every region view."""
+        # C refuses this level from now on; a reused level gets a fresh table.
+        self._ctab.close()
+        self._ctab = RegionTable(self._region_bytes)
         for mv in self._regions:
             mv.release()
         self._regions.clear()
@@ -60,9 +66,14 @@ class Level(ABC):
         need = -(-nodes * NODE_SIZE // self._region_bytes)
         regions = self._regions
         while len(regions) < need:
-            regions.append(self._open_region(len(regions), True))
+            self._add_region(self._open_region(len(regions), True))
         self._allocate(nodes * NODE_SIZE)
         self._ready = nodes
+        self._ctab.set_ready(nodes)
+
+    def _add_region(self, region: memoryview) -> None:
+        self._regions.append(region)
+        self._ctab.add(region)
 
     def _allocate(self, nbytes: int) -> None:  # noqa: B027 - optional hook
         """Really reserve the first `nbytes` bytes of the level (no-op for process memory)."""
@@ -75,7 +86,7 @@ class Level(ABC):
     def _region(self, index: int) -> memoryview:
         regions = self._regions
         while len(regions) <= index:
-            regions.append(self._open_region(len(regions), False))
+            self._add_region(self._open_region(len(regions), False))
         return regions[index]
 
     def read(self, start: int, count: int) -> bytes:
