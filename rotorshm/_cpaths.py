@@ -20,6 +20,7 @@ What C is handed, and how it is kept safe:
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -187,6 +188,8 @@ def make_view(
     tables = []
     for lvl in range(nl):
         level = levels[lvl]
+        if level._ctab.c.closed:
+            raise TreeClosed(f"level {lvl} of this snapshot's tree is closed")
         if level.capacity < lengths[lvl]:
             level.map_through(lengths[lvl])
         tables.append(level._ctab)
@@ -233,7 +236,7 @@ def consistency_bytes(view: View, old_size: int, new_size: int) -> bytes:
 class Appender:
     """The level structs of a TreeCore as one C array, and its output buffers."""
 
-    __slots__ = ("c", "count", "keep", "frontier", "lengths")
+    __slots__ = ("c", "count", "keep", "frontier", "lengths", "frontier_buf", "lengths_buf")
 
     def __init__(self) -> None:
         self.c = ffi.new("rs_level *[]", VIEW_LEVELS)
@@ -241,6 +244,9 @@ class Appender:
         self.keep: list[RegionTable] = []
         self.frontier = ffi.new("char[]", NODE * VIEW_LEVELS)
         self.lengths = ffi.new("uint64_t[]", VIEW_LEVELS)
+        # Buffers over the outputs, read with FRONTIER[n] / LENGTHS[n].unpack_from.
+        self.frontier_buf = ffi.buffer(self.frontier)
+        self.lengths_buf = ffi.buffer(self.lengths)
 
     def sync(self, levels: Sequence[Level]) -> None:
         """Point at the current region tables of `levels` (after new levels or a reopen)."""
@@ -251,14 +257,10 @@ class Appender:
         self.count = n
 
 
-_FRONTIER_SLICES: Final[list[tuple[slice, ...]]] = [
-    tuple(slice(i * NODE, (i + 1) * NODE) for i in range(n)) for n in range(VIEW_LEVELS + 1)
-]
-
-
-def frontier_tuple(raw: bytes, nl: int) -> tuple[bytes, ...]:
-    """The 32-byte nodes of `raw` as a tuple."""
-    return tuple(map(raw.__getitem__, _FRONTIER_SLICES[nl]))
+#: Per level count n: the structs that read n frontier nodes / n lengths as one tuple.
+FRONTIER: Final[list[struct.Struct]] = [struct.Struct("32s" * n)
+                                        for n in range(VIEW_LEVELS + 1)]
+LENGTHS: Final[list[struct.Struct]] = [struct.Struct(f"={n}Q") for n in range(VIEW_LEVELS + 1)]
 
 
 # -- verification -------------------------------------------------------------------------

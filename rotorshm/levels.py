@@ -46,9 +46,7 @@ class Level(ABC):
 
     def close(self) -> None:
         """Drop every region view."""
-        # C refuses this level from now on; a reused level gets a fresh table.
-        self._ctab.close()
-        self._ctab = RegionTable(self._region_bytes)
+        self._ctab.close()  # C refuses this level from now on
         for mv in self._regions:
             mv.release()
         self._regions.clear()
@@ -69,7 +67,11 @@ class Level(ABC):
             self._add_region(self._open_region(len(regions), True))
         self._allocate(nodes * NODE_SIZE)
         self._ready = nodes
-        self._ctab.set_ready(nodes)
+        self._ctab.set_ready(self._storage_nodes())
+
+    def _storage_nodes(self) -> int:
+        """Nodes whose storage really exists: C's single-leaf append writes only below it."""
+        return self.capacity
 
     def _add_region(self, region: memoryview) -> None:
         self._regions.append(region)
@@ -211,6 +213,9 @@ class _ReservedLevel(Level):
                 ) from exc
             pos += n
             self._reserved = pos
+
+    def _storage_nodes(self) -> int:
+        return min(self.capacity, self._reserved // NODE_SIZE)
 
     def flush_range(self, start: int, end: int) -> None:
         """Write nodes start..end-1 back to their files and fdatasync them (msync + fdatasync)."""

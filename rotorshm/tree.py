@@ -27,7 +27,8 @@ _kstate = _cpaths._kstate
 _switch = _cpaths._switch
 _append_one = lib.rs_append_one
 _E_RESERVE = _cpaths.E_RESERVE
-_frontier_tuple = _cpaths.frontier_tuple
+_FRONTIER = _cpaths.FRONTIER
+_LENGTHS = _cpaths.LENGTHS
 
 
 def leaf_bytes(leaf: BytesLike) -> bytes:
@@ -179,8 +180,8 @@ class TreeCore:
                 raise TreeClosed(f"the tree's storage refused the leaf (code {nl})")
         self.state = (
             size + 1,
-            tuple(_cpaths.ffi.unpack(a.lengths, nl)),
-            _frontier_tuple(_cpaths.ffi.buffer(a.frontier, NODE_SIZE * nl)[:], nl),
+            _LENGTHS[nl].unpack_from(a.lengths_buf),
+            _FRONTIER[nl].unpack_from(a.frontier_buf),
         )
 
     def apply(self, old: int, data: bytes, lengths: tuple[int, ...]) -> None:
@@ -213,10 +214,7 @@ class TreeCore:
             nl = _append_one(a.c, a.count, self.arity, index, leaf, a.frontier, a.lengths)
             if nl != len(lengths):
                 raise TreeClosed(f"the tree's storage refused leaf {index} (code {nl})")
-            self.state = (
-                index + 1, lengths,
-                _frontier_tuple(_cpaths.ffi.buffer(a.frontier, NODE_SIZE * nl)[:], nl),
-            )
+            self.state = (index + 1, lengths, _FRONTIER[nl].unpack_from(a.frontier_buf))
             return
         n = self.arity
         levels = self.levels
