@@ -82,6 +82,12 @@ void rs_hash_many_avx512(const uint8_t *prefix, size_t prefix_len, const uint8_t
                          size_t stride, size_t msg_len, size_t count, uint8_t *out);
 #endif
 
+/* BLAKE3 of one message prefix || msg of at most one chunk (prefix_len + msg_len <= 1024),
+ * for path walks: row-parallel SSE4.1 when a SIMD kernel is selected, else portable
+ * (hash_one.c). */
+void rs_hash_one(const uint8_t *prefix, size_t prefix_len, const uint8_t *msg, size_t msg_len,
+                 uint8_t *out);
+
 /* One compression of the portable path (used by the multi-chunk hash too). */
 void rs_b3_compress(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN], uint32_t block_len,
                     uint64_t counter, uint32_t flags);

@@ -19,7 +19,7 @@ static void group(const uint8_t *children, unsigned k, uint8_t *out)
     uint8_t prefix[2] = {NODE_TAG, (uint8_t)k};
     size_t body = (size_t)NODE * k;
     if (2 + body <= RS_B3_CHUNK_LEN) {
-        rs_hash_many_portable(prefix, 2, children, 0, body, 1, out);
+        rs_hash_one(prefix, 2, children, body, out);
         return;
     }
     uint8_t msg[2 + NODE * MAX_ARITY];
@@ -58,7 +58,7 @@ int rs_hash_group_with(const uint8_t *siblings, unsigned k, unsigned pos, const 
     memcpy(msg + 2 + before + NODE, siblings + before, after);
     size_t len = 2 + (size_t)NODE * k;
     if (len <= RS_B3_CHUNK_LEN)
-        rs_hash_many_portable(0, 0, msg, 0, len, 1, out);
+        rs_hash_one(0, 0, msg, len, out);
     else
         rs_blake3(msg, len, out);
     return 0;
