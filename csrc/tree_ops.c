@@ -76,6 +76,20 @@ static inline void group_hash(const uint8_t *children, unsigned k, uint8_t *out)
     rs_hash_group(children, k, out);
 }
 
+/* Parents of two independent groups of ka and kb contiguous children (1..255 each). */
+static void two_groups(const uint8_t *ga, unsigned ka, uint8_t *outa, const uint8_t *gb,
+                       unsigned kb, uint8_t *outb)
+{
+    size_t la = 2 + (size_t)NODE * ka, lb = 2 + (size_t)NODE * kb;
+    if (ka < 2 || kb < 2 || la > RS_B3_CHUNK_LEN || lb > RS_B3_CHUNK_LEN) {
+        group_hash(ga, ka, outa);
+        group_hash(gb, kb, outb);
+        return;
+    }
+    uint8_t pa[2] = {1, (uint8_t)ka}, pb[2] = {1, (uint8_t)kb};
+    rs_hash_two(pa, 2, ga, la - 2, outa, pb, 2, gb, lb - 2, outb);
+}
+
 /* ---- level storage -------------------------------------------------------------------- */
 
 void rs_level_publish(rs_level *lvl, uint8_t **regions, uint64_t nregions)
@@ -512,13 +526,19 @@ static int consistency_walk(unsigned n, uint64_t old, uint64_t new_, const uint8
             memcpy(new_edge, shared + (size_t)(ns - 1) * NODE, NODE);
             if (edges)
                 memcpy(edges[0], new_edge, NODE);
-            group_hash(shared, ns, old_edge);
-            group_hash(shared, ns + nn, new_edge);
+            two_groups(shared, ns, old_edge, shared, ns + nn, new_edge);
         } else {
             if (edges)
                 memcpy(edges[lvl], new_edge, NODE);
-            rs_hash_group_with(shared, ns + 1, ns, old_edge, old_edge);
-            rs_hash_group_with(shared, ns + nn + 1, ns, new_edge, new_edge);
+            /* old group: shared + old edge; new group: shared + new edge + added */
+            uint8_t ga[NODE * MAX_ARITY], gb[NODE * MAX_ARITY];
+            size_t sb = (size_t)ns * NODE;
+            memcpy(ga, shared, sb);
+            memcpy(ga + sb, old_edge, NODE);
+            memcpy(gb, shared, sb);
+            memcpy(gb + sb, new_edge, NODE);
+            memcpy(gb + sb + NODE, shared + sb, (size_t)nn * NODE);
+            two_groups(ga, ns + 1, old_edge, gb, ns + nn + 1, new_edge);
         }
         off += ((size_t)ns + nn) * NODE;
         bnd /= n;

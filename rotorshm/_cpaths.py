@@ -210,24 +210,48 @@ def _failed(rc: int, what: str) -> Exception:
     return IndexOutOfRange(f"{what}: refused by the C helper (code {rc})")
 
 
+# Output buffers C encodes proofs into, reused: a list's pop and append are atomic, so a
+# buffer is never shared by two threads, nor by a signal handler and the code it interrupted.
+_OUT_BYTES: Final[int] = 8192
+_out_pool: list[Any] = []
+_unpack = ffi.unpack
+_rs_inclusion_proof = lib.rs_inclusion_proof
+_rs_consistency_proof = lib.rs_consistency_proof
+
+
+def _take(cap: int) -> Any:
+    if cap <= _OUT_BYTES:
+        try:
+            return _out_pool.pop()
+        except IndexError:
+            return alloc("char[]", _OUT_BYTES)
+    return alloc("char[]", cap)  # large arities: a buffer of its own
+
+
 def inclusion_bytes(view: View, index: int, size: int) -> bytes:
     """Encoded inclusion proof (arguments checked by the caller)."""
     cap = view.cap
-    out = alloc("uint8_t[]", cap)
-    n = lib.rs_inclusion_proof(view.c, index, size, out, cap)
+    out = _take(cap)
+    n = _rs_inclusion_proof(view.c, index, size, out, cap)
     if n < 0:
         raise _failed(n, f"inclusion proof of leaf {index} at size {size}")
-    return ffi.buffer(out, n)[:]  # type: ignore[no-any-return]
+    enc: bytes = _unpack(out, n)
+    if cap <= _OUT_BYTES:
+        _out_pool.append(out)
+    return enc
 
 
 def consistency_bytes(view: View, old_size: int, new_size: int) -> bytes:
     """Encoded consistency proof (arguments checked by the caller)."""
     cap = view.cap
-    out = alloc("uint8_t[]", cap)
-    n = lib.rs_consistency_proof(view.c, old_size, new_size, out, cap)
+    out = _take(cap)
+    n = _rs_consistency_proof(view.c, old_size, new_size, out, cap)
     if n < 0:
         raise _failed(n, f"consistency proof {old_size} -> {new_size}")
-    return ffi.buffer(out, n)[:]  # type: ignore[no-any-return]
+    enc: bytes = _unpack(out, n)
+    if cap <= _OUT_BYTES:
+        _out_pool.append(out)
+    return enc
 
 
 # -- the writer's single-leaf append ------------------------------------------------------
