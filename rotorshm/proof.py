@@ -100,6 +100,14 @@ class _LazyLevels:
         obj._enc = None
 
 
+class _LazyState:
+    """The lazily decoded levels' state of a proof (not dataclass fields: a plain base)."""
+
+    __slots__ = ()
+    _lv: Any  # the levels, or _UNSET while `_enc` holds them
+    _enc: Any  # the binary encoding C made (its levels are authoritative while _lv is _UNSET)
+
+
 def _valid_sizes(arity: object, *sizes: object) -> bool:
     if not _is_int(arity) or not MIN_ARITY <= arity <= MAX_ARITY:  # type: ignore[operator]
         return False
@@ -107,7 +115,7 @@ def _valid_sizes(arity: object, *sizes: object) -> bool:
 
 
 @dataclass
-class InclusionProof:
+class InclusionProof(_LazyState):
     """Proof that `leaf` sits at `leaf_index` in the tree of `tree_size` leaves with `root`."""
 
     __slots__ = ("root", "leaf", "leaf_index", "tree_size", "arity", "_lv", "_enc")
@@ -230,8 +238,9 @@ class InclusionProof:
             if body is None:
                 return False
             enc, nlev = body
-        return _verify_inclusion(self.arity, self.leaf_index, self.tree_size, self.root,
-                                 self.leaf, enc, len(enc), nlev) == 1
+        rc: int = _verify_inclusion(self.arity, self.leaf_index, self.tree_size, self.root,
+                                    self.leaf, enc, len(enc), nlev)
+        return rc == 1
 
     def verify_against(self, root: bytes, size: int | None = None) -> bool:
         """Verify against a trusted root (and, if given, a trusted tree size)."""
@@ -257,7 +266,7 @@ class InclusionProof:
 
     def to_bytes(self) -> bytes:
         """Compact versioned binary form (InvalidProof if a field cannot be encoded)."""
-        enc = self._enc
+        enc: bytes = self._enc
         if self._lv is _UNSET and self.arity == enc[2]:  # levels still as C encoded them
             if not (_valid_sizes(self.arity, self.tree_size) and _is_int(self.leaf_index)
                     and 0 <= self.leaf_index <= MAX_SIZE
@@ -345,7 +354,7 @@ class InclusionProof:
 
 
 @dataclass
-class ConsistencyProof:
+class ConsistencyProof(_LazyState):
     """Proof that the tree of `old_size` leaves (`old_root`) is a prefix of the one of `new_size`.
 
     Per level, `shared` holds the old right-edge group members left of the boundary node
@@ -494,8 +503,9 @@ class ConsistencyProof:
         if body is None:
             return False
         enc, nlev = body
-        return _verify_consistency(self.arity, self.old_size, self.new_size, self.old_root,
-                                   self.new_root, enc, len(enc), nlev) == 1
+        rc: int = _verify_consistency(self.arity, self.old_size, self.new_size, self.old_root,
+                                      self.new_root, enc, len(enc), nlev)
+        return rc == 1
 
     def verify_against(
         self, old_root: bytes, new_root: bytes, old_size: int | None = None,
@@ -596,7 +606,7 @@ class ConsistencyProof:
 
     def to_bytes(self) -> bytes:
         """Compact versioned binary form (InvalidProof if a field cannot be encoded)."""
-        enc = self._enc
+        enc: bytes = self._enc
         if self._lv is _UNSET and self.arity == enc[2]:  # levels still as C encoded them
             if not (_valid_sizes(self.arity, self.old_size, self.new_size)
                     and _is_hash(self.old_root) and _is_hash(self.new_root)):
@@ -724,10 +734,15 @@ def verify_proof_bytes(blob: bytes | bytearray | memoryview, root: bytes, size: 
     buf = blob if type(blob) is bytes else _as_bytes(blob)
     if _kstate.python or _switch.python:
         return InclusionProof.from_bytes(buf).verify_against(root, size)
+    if isinstance(root, (bytearray, memoryview)):  # compares equal to bytes in Python too
+        try:
+            root = bytes(memoryview(root).cast("B"))
+        except (TypeError, ValueError):
+            pass
     if not (_is_hash(root) and type(size) is int and 0 <= size <= MAX_SIZE):
         InclusionProof.from_bytes(buf)  # a malformed blob still raises
         return False
-    rc = lib.rs_verify_proof_bytes(buf, len(buf), root, size)
+    rc: int = lib.rs_verify_proof_bytes(buf, len(buf), root, size)
     if rc < 0:
         raise _cpaths.malformed(-rc, "inclusion proof", buf)
     return rc == 1

@@ -148,10 +148,10 @@ class Snapshot:
         else:
             if type(size) is not int:
                 size = _as_int(size, "size")
-            self._check_size(size, "size")  # type: ignore[arg-type]
-        if not 0 <= index < size:  # type: ignore[operator]
+            self._check_size(size, "size")
+        if not 0 <= index < size:
             raise IndexOutOfRange(f"leaf {index} not in a tree of {size} leaves")
-        return index, size  # type: ignore[return-value]
+        return index, size
 
     def proof_bytes(self, index: int, size: int | None = None) -> bytes:
         """Binary encoding of the inclusion proof of leaf `index` (at `size`, default now).
@@ -232,10 +232,10 @@ class Snapshot:
             new = self.size
         else:
             new = new_size if type(new_size) is int else _as_int(new_size, "new_size")
-        self._check_size(new, "new_size")  # type: ignore[arg-type]
-        if not 1 <= old_size <= new:  # type: ignore[operator]
+        self._check_size(new, "new_size")
+        if not 1 <= old_size <= new:
             raise IndexOutOfRange(f"old_size {old_size} outside 1..{new}")
-        return old_size, new  # type: ignore[return-value]
+        return old_size, new
 
     def consistency_proof_bytes(self, old_size: int, new_size: int | None = None) -> bytes:
         """Binary encoding of the consistency proof from `old_size` to `new_size` (default

@@ -28,10 +28,10 @@ from rotorshm import (
     Snapshot,
     TieringConfig,
     TreeClosed,
+    _cpaths,
     kernel,
     verify_proof_bytes,
 )
-from rotorshm import _cpaths
 
 C_KERNELS = [k for k in kernel.available() if k != "python"]
 
@@ -230,7 +230,8 @@ def compare_blob(blob: object, root: bytes, size: int) -> None:
     want = py(lambda: InclusionProof.from_bytes(blob).verify_against(root, size))  # type: ignore[arg-type]
     assert same(got, want), (got, want)
     assert not isinstance(got, Exception) or isinstance(got, InvalidProof)
-    for cls, check in ((InclusionProof, compare_inclusion), (ConsistencyProof, compare_consistency)):
+    kinds = ((InclusionProof, compare_inclusion), (ConsistencyProof, compare_consistency))
+    for cls, check in kinds:
         dc = c(lambda cls=cls: cls.from_bytes(blob))  # type: ignore[misc]
         dp = py(lambda cls=cls: cls.from_bytes(blob))  # type: ignore[misc]
         assert same(dc, dp), (dc, dp)
