@@ -11,6 +11,7 @@ with `verify_against`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from dataclasses import dataclass
@@ -735,10 +736,8 @@ def verify_proof_bytes(blob: bytes | bytearray | memoryview, root: bytes, size: 
     if _kstate.python or _switch.python:
         return InclusionProof.from_bytes(buf).verify_against(root, size)
     if isinstance(root, (bytearray, memoryview)):  # compares equal to bytes in Python too
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             root = bytes(memoryview(root).cast("B"))
-        except (TypeError, ValueError):
-            pass
     if not (_is_hash(root) and type(size) is int and 0 <= size <= MAX_SIZE):
         InclusionProof.from_bytes(buf)  # a malformed blob still raises
         return False

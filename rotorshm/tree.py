@@ -171,6 +171,10 @@ class TreeCore:
             self.check_room(1)
         a = self._appender
         nl = _append_one(a.c, a.count, self.arity, size, leaf, a.frontier, a.lengths)
+        if nl > 0:
+            self.state = (size + 1, _LENGTHS[nl].unpack_from(a.lengths_buf),
+                          _FRONTIER[nl].unpack_from(a.frontier_buf))
+            return
         if nl < 0:
             if nl != _E_RESERVE:
                 raise TreeClosed(f"the tree's storage is closed (code {nl})")
@@ -288,10 +292,14 @@ class LeanIMT:
 
     def insert(self, leaf: BytesLike) -> bytes:
         """Append one 32-byte leaf; return the new root."""
-        self._core.append(leaf_bytes(leaf))
-        root = self._core.root
-        assert root is not None
-        return root
+        core = self._core
+        if type(leaf) is not bytes or len(leaf) != NODE_SIZE:
+            leaf = leaf_bytes(leaf)
+        if _kstate.python or _switch.python:
+            core.append(leaf)
+        else:
+            core.append_one(leaf)
+        return core.state[2][-1]
 
     def insert_many(self, leaves: Leaves) -> bytes | None:
         """Append a batch atomically (all leaves or none); return the new root."""
