@@ -128,6 +128,10 @@ class InclusionProof(_LazyState):
     arity: int
     levels: tuple[ProofLevel, ...] = _LazyLevels()  # type: ignore[assignment]
 
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle: the fields, levels decoded
+        return (type(self), (self.root, self.leaf, self.leaf_index, self.tree_size, self.arity,
+                             self.levels))
+
     def _decode_levels(self) -> tuple[ProofLevel, ...]:
         enc = self._enc
         off = _HEAD.size
@@ -370,6 +374,10 @@ class ConsistencyProof(_LazyState):
     new_size: int
     arity: int
     levels: tuple[ConsistencyLevel, ...] = _LazyLevels()  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle: the fields, levels decoded
+        return (type(self), (self.old_root, self.new_root, self.old_size, self.new_size,
+                             self.arity, self.levels))
 
     def _decode_levels(self) -> tuple[ConsistencyLevel, ...]:
         enc = self._enc

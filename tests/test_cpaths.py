@@ -344,3 +344,17 @@ def test_lazy_levels_and_assignment() -> None:
     assert p.verify() and p.to_bytes() == snap.proof_bytes(10)
     with pytest.raises(TypeError):
         InclusionProof(p.root, p.leaf, 10, 100, 4)  # type: ignore[call-arg]
+
+
+def test_copy_and_pickle_of_lazy_proofs() -> None:
+    import copy
+    import pickle
+
+    t = LeanIMT(arity=3, max_depth=10)
+    t.insert_many([leaf(i) for i in range(100)])
+    snap = t.snapshot()
+    for obj in (snap.generate_proof(17), snap.generate_consistency_proof(40),
+                InclusionProof.from_bytes(snap.proof_bytes(3))):
+        for clone in (copy.copy(obj), copy.deepcopy(obj), pickle.loads(pickle.dumps(obj))):
+            assert clone == obj and clone.verify()
+            assert clone.to_bytes() == obj.to_bytes()
