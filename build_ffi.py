@@ -28,7 +28,8 @@ def read_cdef(header: Path = HEADER) -> str:
 
 
 # The atomics/seqlock/futex helper, the BLAKE3 kernels (one file per instruction set; the
-# SIMD ones compile to nothing off x86-64) with their dispatcher, and the tree's node hashing.
+# SIMD ones compile to nothing off x86-64) with their dispatcher, the tree's node hashing, and
+# the path walks over level storage (single-leaf append, proofs, verification).
 SOURCES = [
     "csrc/rotorshm_native.c",
     "csrc/kernel_portable.c",
@@ -37,6 +38,8 @@ SOURCES = [
     "csrc/kernel_avx512.c",
     "csrc/kernel_dispatch.c",
     "csrc/tree_hash.c",
+    "csrc/tree_ops.c",
+    "csrc/hash_one.c",
 ]
 DEPENDS = ["csrc/rotorshm_native.h", "csrc/kernel.h"]
 # No -m flags: each SIMD function carries its own target attribute, so one build runs on

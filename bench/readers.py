@@ -337,8 +337,14 @@ class _WorkerCtx:
 
 
 def _cmd_prove(w: _WorkerCtx, name: str, duration: float, seed: int,
-               per_snapshot: int) -> dict[str, Any]:
-    """Loop snapshot / generate_proof / verify for `duration` s once the start event is set."""
+               per_snapshot: int, mode: str = "generate_proof") -> dict[str, Any]:
+    """Loop snapshot / generate_proof / verify for `duration` s once the start event is set.
+
+    With mode "proof_bytes": snapshot / proof_bytes (the encoding a server sends), checked
+    with verify_proof_bytes once per snapshot.
+    """
+    if mode == "proof_bytes":
+        return _prove_bytes(w, name, duration, seed, per_snapshot)
     reader = w.reader(name)
     rng = random.Random(seed)
     draws = [rng.getrandbits(62) for _ in range(RAND_POOL)]
@@ -428,6 +434,66 @@ def smaps_rollup() -> dict[str, int]:
     except (OSError, ValueError):
         return {}
     return out
+
+
+def _prove_bytes(w: _WorkerCtx, name: str, duration: float, seed: int,
+                 per_snapshot: int) -> dict[str, Any]:
+    from rotorshm import verify_proof_bytes
+
+    reader = w.reader(name)
+    rng = random.Random(seed)
+    draws = [rng.getrandbits(62) for _ in range(RAND_POOL)]
+    mask = RAND_POOL - 1
+    snap = reader.snapshot()
+    for j in range(WARMUP_PROOFS):
+        if not verify_proof_bytes(snap.proof_bytes(draws[j] % snap.size), snap.root, snap.size):
+            raise RuntimeError("a warm-up proof does not verify")
+    w.notify("ready")
+    if not w.start.wait(REPLY_TIMEOUT):
+        raise RuntimeError("no start signal")
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    append = samples.append
+    proofs = snapshots = failures = 0
+    k = 0
+    size_first = -1
+    nivcsw = common.preemptions()
+    cpu0 = time.process_time()
+    with common.frozen_heap():
+        start = clock()
+        deadline = start + int(duration * 1e9)
+        while True:
+            snap = reader.snapshot()
+            snapshots += 1
+            size = snap.size
+            if size_first < 0:
+                size_first = size
+            gen = snap.proof_bytes
+            blob = b""
+            for _ in range(per_snapshot):
+                i = draws[k & mask] % size
+                k += 1
+                t0 = clock()
+                blob = gen(i)
+                t1 = clock()
+                append(t1 - t0)
+            if not verify_proof_bytes(blob, snap.root, size):
+                failures += 1
+            proofs += per_snapshot
+            if clock() >= deadline:
+                break
+        elapsed = clock() - start
+    return {
+        "proofs": proofs,
+        "snapshots": snapshots,
+        "failures": failures,
+        "elapsed_s": elapsed / 1e9,
+        "cpu_s": time.process_time() - cpu0,
+        "preemptions": common.preemptions() - nivcsw,
+        "size_first": size_first,
+        "size_last": size,
+        "samples": array("q", samples).tobytes(),
+    }
 
 
 def _cmd_size_point(w: _WorkerCtx, name: str, size: int, samples: int, proofs: int,
@@ -578,6 +644,9 @@ class Pool:
 
 # -- measurements --------------------------------------------------------------------------
 
+BYTES_KEY = "K=1 proof_bytes no ingest"
+
+
 def proof_key(k: int, ingest: bool) -> str:
     return f"K={k} {'with ingest' if ingest else 'no ingest'}"
 
@@ -629,6 +698,11 @@ def bench_throughput(p: Params, root: Path, results: dict[str, Any], info: dict[
                                    seed=p.seed * 1_000_003 + r * 1_009 + k * 17)
                     lat.setdefault(key, []).extend(run.pop("samples_ns"))
                     runs.setdefault(key, []).append(run)
+                step(f"{BYTES_KEY}, run {r + 1}/{p.runs}")
+                run = _one_run(p, pool, daemon, 1, False, ingest_wid,
+                               seed=p.seed * 1_000_003 + r * 1_009 + 5, mode="proof_bytes")
+                lat.setdefault(BYTES_KEY, []).extend(run.pop("samples_ns"))
+                runs.setdefault(BYTES_KEY, []).append(run)
         for r in range(p.runs):
             for k in p.readers:
                 key = proof_key(k, True)
@@ -658,6 +732,19 @@ def bench_throughput(p: Params, root: Path, results: dict[str, Any], info: dict[
             results[f"generate_proof {key}"] = common.latency_entry(
                 lat[key], what="snap.generate_proof(random index), per call, all readers "
                                "and runs merged", **extra)
+    rs = runs[BYTES_KEY]
+    rates = [x["proofs_per_s"] for x in rs]
+    extra = {"readers": 1, "ingest": False, "arity": ARITY, "duration_s": p.duration,
+             "proofs_per_snapshot": PROOFS_PER_SNAPSHOT, "tree_size": p.leaves,
+             "tiering": tiering_label(p.tierings[0])}
+    results[f"proofs/s {BYTES_KEY}"] = {
+        "kind": "throughput", "unit": "proofs/s",
+        "summary": common.summarize(rates), "samples": rates, **extra, "runs": rs,
+        "what": "one reader: snapshot() every 100 proofs, snap.proof_bytes(random index), "
+                "verify_proof_bytes on the last proof of each snapshot",
+    }
+    results[f"proof_bytes {BYTES_KEY}"] = common.latency_entry(
+        lat[BYTES_KEY], what="snap.proof_bytes(random index), per call", **extra)
     one = results[f"proofs/s {proof_key(1, False)}"]["summary"]["median"]
     two_k = 2 if 2 in p.readers else max(p.readers)
     two = results[f"proofs/s {proof_key(two_k, False)}"]["summary"]["median"]
@@ -667,7 +754,7 @@ def bench_throughput(p: Params, root: Path, results: dict[str, Any], info: dict[
 
 
 def _one_run(p: Params, pool: Pool, daemon: Daemon, k: int, ingest: bool, ingest_wid: int,
-             seed: int) -> dict[str, Any]:
+             seed: int, mode: str = "generate_proof") -> dict[str, Any]:
     pool.start.clear()
     pool.stop.clear()
     if ingest:
@@ -677,7 +764,7 @@ def _one_run(p: Params, pool: Pool, daemon: Daemon, k: int, ingest: bool, ingest
     wids = list(range(k))
     for wid in wids:
         pool.send(wid, "prove", name=daemon.name, duration=p.duration, seed=seed + wid * 7919,
-                  per_snapshot=PROOFS_PER_SNAPSHOT)
+                  per_snapshot=PROOFS_PER_SNAPSHOT, mode=mode)
     pool.wait("ready", wids, REPLY_TIMEOUT)
     ours = [os.getpid(), daemon.proc.pid] + [pool.pid(w) for w in wids]
     if ingest:
@@ -813,6 +900,8 @@ def targets_for(p: Params, results: dict[str, Any]) -> list[common.Target]:
     out = [
         Target(f"proofs/s scaling 1->{two_k} readers", "median", ">=", 1.8, "x"),
         Target(f"generate_proof {proof_key(1, True)}", "p99", "<=", 50_000.0, "ns"),
+        Target(f"proofs/s {BYTES_KEY}", "median", ">=", 250_000.0, "proofs/s"),
+        Target(f"proof_bytes {BYTES_KEY}", "median", "<=", 1_500.0, "ns"),
     ]
     for pin in p.tierings:
         tier = tiering_label(pin)

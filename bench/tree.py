@@ -33,7 +33,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rotorshm import ConsistencyProof, InclusionProof, LeanIMT, Snapshot, depth_for
+from rotorshm import (
+    ConsistencyProof,
+    InclusionProof,
+    LeanIMT,
+    Snapshot,
+    _cpaths,
+    depth_for,
+    verify_proof_bytes,
+)
 from rotorshm import kernel as rkernel
 
 from . import common, report
@@ -65,10 +73,21 @@ TARGETS = (
     common.Target("insert_many a=4 buffer", "median", ">=", 20_000_000, "leaves/s"),
     common.Target("insert_many a=16 buffer", "median", ">=", 40_000_000, "leaves/s"),
     common.Target("hash_threads=2 speedup", "median", ">=", 1.7, "x"),
+    common.Target("insert a=4", "median", ">=", 400_000, "inserts/s"),
     common.Target("snapshot", "median", "<=", 5_000, "ns"),
-    common.Target("generate_proof", "median", "<=", 15_000, "ns"),
-    common.Target("InclusionProof.verify", "median", "<=", 15_000, "ns"),
+    common.Target("generate_proof", "median", "<=", 3_000, "ns"),
+    common.Target("proof_bytes", "median", "<=", 1_500, "ns"),
+    common.Target("InclusionProof.verify", "median", "<=", 2_500, "ns"),
+    common.Target("verify_proof_bytes", "median", "<=", 2_500, "ns"),
+    common.Target("generate_consistency_proof", "median", "<=", 5_000, "ns"),
+    common.Target("ConsistencyProof.verify", "median", "<=", 5_000, "ns"),
 )
+
+
+def _reference(fn: Callable[[Any], Any], x: Any) -> Any:
+    """fn(x) through the Python reference algorithms (node hashes still on the kernel)."""
+    with _cpaths.python_paths():
+        return fn(x)
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
@@ -281,6 +300,7 @@ def bench_insert(
     leaves = [blob[i : i + LEAF] for i in range(0, len(blob), LEAF)]
     clock = time.perf_counter_ns
     runs = []
+    ref_runs = []
     for r in range(p.runs):
         step(f"insert run {r + 1}/{p.runs}")
         tree = build_tree(data, 4, extra=p.inserts)
@@ -291,7 +311,24 @@ def bench_insert(
                 ins(leaf)
             total = clock() - t0
         runs.append({"seconds": total / 1e9, "inserts_per_s": common.rate(p.inserts, total / 1e9)})
+        # the same on the Python reference path (the "before"), a tenth of the leaves
+        few = leaves[: max(len(leaves) // 10, 1)]
+        with _cpaths.python_paths(), common.frozen_heap():
+            t0 = clock()
+            for leaf in few:
+                ins(leaf)
+            total = clock() - t0
+        ref_runs.append(common.rate(len(few), total / 1e9))
         del tree, ins
+    results["insert a=4 [python reference]"] = {
+        "kind": "throughput",
+        "unit": "inserts/s",
+        "arity": 4,
+        "prefill": p.leaves,
+        "inserts": max(p.inserts // 10, 1),
+        "summary": common.summarize(ref_runs),
+        "samples": ref_runs,
+    }
     results["insert a=4"] = {
         "kind": "throughput",
         "unit": "inserts/s",
@@ -342,6 +379,21 @@ def bench_latencies(
     def update(pair: tuple[ConsistencyProof, InclusionProof]) -> InclusionProof:
         return pair[0].update_inclusion_proof(pair[1])
 
+    root = snap.root
+    assert root is not None
+    assert all(verify_proof_bytes(b, root, n) for b in incl_bytes[:1000])
+
+    def verify_blob(blob: bytes) -> bool:
+        return verify_proof_bytes(blob, root, n)
+
+    # The Python reference algorithms, measured in the same rounds (the "before" figures):
+    # each call enters _cpaths.python_paths(), which adds well under a microsecond.
+    ref_incl = [_reference(snap.generate_proof, i) for i in indices]
+    ref_cons = [_reference(snap.generate_consistency_proof, s) for s in old_sizes]
+
+    def ref(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        return lambda x: _reference(fn, x)
+
     def inc_round_trip(x: InclusionProof) -> InclusionProof:
         return InclusionProof.from_bytes(x.to_bytes())
 
@@ -366,6 +418,21 @@ def bench_latencies(
          "InclusionProof.from_bytes(p.to_bytes())"),
         (C("consistency to_bytes+from_bytes", con_round_trip, cons),
          "ConsistencyProof.from_bytes(p.to_bytes())"),
+        (C("proof_bytes", snap.proof_bytes, indices),
+         "snap.proof_bytes(random index): the binary encoding, gathered in one C call"),
+        (C("verify_proof_bytes", verify_blob, incl_bytes),
+         "verify_proof_bytes(blob, root, N) on encodings of random indices"),
+        (C("consistency_proof_bytes", snap.consistency_proof_bytes, old_sizes),
+         "snap.consistency_proof_bytes(random old size in 1..N)"),
+        (C("generate_proof [python reference]", ref(snap.generate_proof), indices),
+         "the Python reference algorithm (rotorshm._cpaths.python_paths()), same rounds"),
+        (C("InclusionProof.verify [python reference]", ref(InclusionProof.verify), ref_incl),
+         "the Python reference verifier on proofs it built"),
+        (C("generate_consistency_proof [python reference]",
+           ref(snap.generate_consistency_proof), old_sizes),
+         "the Python reference algorithm, same rounds"),
+        (C("ConsistencyProof.verify [python reference]", ref(ConsistencyProof.verify), ref_cons),
+         "the Python reference verifier on proofs it built"),
     ]
     samples = common.time_interleaved(
         [c for c, _ in cases], p.rounds, w,

@@ -96,6 +96,14 @@ void rs_hash_many_avx512(const uint8_t *prefix, size_t prefix_len, const uint8_t
  * with the kernel in use (single messages, multi-chunk messages). */
 typedef void (*rs_compress_fn)(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN],
                                uint32_t block_len, uint64_t counter, uint32_t flags);
+
+/* The same for two messages at once, interleaved (a consistency proof's two root chains);
+ * outputs must not overlap the inputs (hash_one.c). */
+void rs_hash_two(const uint8_t *pa, size_t pa_len, const uint8_t *ma, size_t ma_len,
+                 uint8_t *outa, const uint8_t *pb, size_t pb_len, const uint8_t *mb,
+                 size_t mb_len, uint8_t *outb);
+
+/* One compression of the portable path (used by the multi-chunk hash too). */
 void rs_b3_compress(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN], uint32_t block_len,
                     uint64_t counter, uint32_t flags);
 #if RS_X86

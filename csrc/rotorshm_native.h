@@ -127,6 +127,96 @@ int rs_hash_groups_range(const uint8_t *nodes, size_t count, unsigned arity, siz
 int rs_hash_groups_mt(const uint8_t *nodes, size_t count, unsigned arity, unsigned threads,
                       uint8_t *out);
 
+/* ---- tree_ops.c: single-leaf append, proofs from level storage, verification ---------- */
+/* Every function below returns a negative RS_E_* on a refused call, never reads a region
+ * outside a level's published table, and writes nothing before its checks pass. */
+#define RS_E_ARG -1
+#define RS_E_CLOSED -2
+#define RS_E_UNMAPPED -3
+#define RS_E_RESERVE -4
+#define RS_E_MALFORMED -5
+/* Why an encoded proof is malformed (rs_parse_proof; rs_verify_proof_bytes returns -why). */
+#define RS_WHY_SHORT 1
+#define RS_WHY_VERSION 2
+#define RS_WHY_KIND 3
+#define RS_WHY_ARITY 4
+#define RS_WHY_LEVELS 5
+#define RS_WHY_LEVEL_TRUNCATED 6
+#define RS_WHY_COUNTS 7
+#define RS_WHY_HASHES_TRUNCATED 8
+#define RS_WHY_TRAILING 9
+/* Levels of a tree of up to 2^64 - 1 leaves (arity 2: depth 64). */
+#define RS_VIEW_LEVELS 65
+
+/* One level's storage: regions[0 .. nregions) each 2^shift bytes of 32-byte nodes.
+ * `ready`: nodes with reserved storage (the writer's); `closed`: set before regions go. */
+typedef struct rs_level {
+    uint8_t **regions;
+    uint64_t nregions;
+    uint64_t ready;
+    uint32_t shift;
+    uint32_t closed;
+    uint32_t writable;
+    uint32_t reserved_;
+} rs_level;
+
+/* One snapshot: level lengths, the frontier copy (last node of every level), the levels. */
+typedef struct rs_view {
+    uint32_t arity;
+    uint32_t nlevels;
+    uint64_t size;
+    uint64_t lengths[65];
+    uint8_t frontier[2080];
+    rs_level *levels[65];
+} rs_view;
+
+/* Publish a new region table (a superset of the previous one, which must stay valid). */
+void rs_level_publish(rs_level *lvl, uint8_t **regions, uint64_t nregions);
+void rs_level_close(rs_level *lvl);
+
+/* Write leaf `index` and rehash its path (one node per level): the level count of the new
+ * tree, its lengths and frontier (32 bytes per level) in the outputs; RS_E_RESERVE when a
+ * level lacks storage (nothing written then). */
+int rs_append_one(rs_level *const *levels, unsigned nlevels, unsigned arity, uint64_t index,
+                  const uint8_t *leaf, uint8_t *frontier_out, uint64_t *lengths_out);
+
+/* Bytes an encoded proof with `nlevels` levels of this arity can take at most. */
+size_t rs_proof_capacity(unsigned arity, unsigned nlevels);
+/* Encoded inclusion proof of leaf `index` in the view's tree as of `size` leaves; its
+ * length, or RS_E_*.  `cap` >= rs_proof_capacity(arity, depth(size)). */
+int64_t rs_inclusion_proof(const rs_view *v, uint64_t index, uint64_t size, uint8_t *out,
+                           size_t cap);
+/* Encoded consistency proof from old_size to new_size (<= the view's size). */
+int64_t rs_consistency_proof(const rs_view *v, uint64_t old_size, uint64_t new_size,
+                             uint8_t *out, size_t cap);
+
+/* 0 if blob is a well-formed encoding of `kind` ('I' or 'C'), else an RS_WHY_*. */
+int rs_parse_proof(const uint8_t *blob, size_t len, unsigned kind);
+/* Verification of a proof given as fields plus `enc`, a buffer of `len` bytes whose levels
+ * (nlev of them) start at byte 84, as in an encoding (bytes 0..83 are not read): 1 valid,
+ * 0 invalid, RS_E_MALFORMED if enc[84..len) is not nlev well-formed levels. */
+int rs_verify_inclusion(unsigned arity, uint64_t index, uint64_t size, const uint8_t *root,
+                        const uint8_t *leaf, const uint8_t *enc, size_t len, unsigned nlev);
+/* The root its path recomputes: 1 (out set), 0 structure invalid, or RS_E_MALFORMED. */
+int rs_inclusion_root(unsigned arity, uint64_t index, uint64_t size, const uint8_t *leaf,
+                      const uint8_t *enc, size_t len, unsigned nlev, uint8_t *out);
+/* A whole encoded inclusion proof against a trusted (root, size): 1, 0, or -RS_WHY_*. */
+int rs_verify_proof_bytes(const uint8_t *blob, size_t len, const uint8_t *root, uint64_t size);
+int rs_verify_consistency(unsigned arity, uint64_t old_size, uint64_t new_size,
+                          const uint8_t *old_root, const uint8_t *new_root, const uint8_t *enc,
+                          size_t len, unsigned nlev);
+/* Both roots a consistency proof (old < new) recomputes: 1, 0, or RS_E_MALFORMED. */
+int rs_consistency_roots(unsigned arity, uint64_t old_size, uint64_t new_size,
+                         const uint8_t *enc, size_t len, unsigned nlev, uint8_t *old_root,
+                         uint8_t *new_root);
+/* Levels of the inclusion proof (against new_size) that a verified consistency proof turns
+ * a verified inclusion proof of leaf `index` (against old_size) into, both given as
+ * encodings (levels from byte 84); written to out, their byte length returned. */
+int64_t rs_update_inclusion(unsigned arity, uint64_t old_size, uint64_t new_size,
+                            const uint8_t *cenc, size_t clen, unsigned cnlev, uint64_t index,
+                            const uint8_t *ienc, size_t ilen, unsigned inlev, uint8_t *out,
+                            size_t cap);
+
 /* CFFI-CDEF-END */
 
 #ifdef __cplusplus

@@ -31,7 +31,13 @@ from .errors import (
 )
 from .hashing import depth_for, hash_children, hash_leaf
 from .kernel import NativeInfo, native_info
-from .proof import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
+from .proof import (
+    ConsistencyLevel,
+    ConsistencyProof,
+    InclusionProof,
+    ProofLevel,
+    verify_proof_bytes,
+)
 from .reader import Reader, attach
 from .snapshot import Snapshot
 from .store import DurabilityToken, RotorTree
@@ -81,4 +87,5 @@ __all__ = [
     "hash_leaf",
     "NativeInfo",
     "native_info",
+    "verify_proof_bytes",
 ]

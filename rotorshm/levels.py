@@ -18,6 +18,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 
+from ._cpaths import RegionTable
 from .durable_io import DurableIO
 from .errors import IndexOutOfRange, StorageFull
 
@@ -32,7 +33,7 @@ class Level(ABC):
     """One level's nodes, addressed by index, stored in regions of `region_chunks` chunks."""
 
     __slots__ = ("level", "region_chunks", "io", "_region_bytes", "_regions", "_ready",
-                 "_grow_lock")
+                 "_grow_lock", "_ctab")
 
     #: True where `view` may hand out the regions themselves (read and write are the plain
     #: region copies below); a subclass that overrides read/write leaves it False.
@@ -46,6 +47,8 @@ class Level(ABC):
         self._regions: list[memoryview] = []
         self._ready = 0  # nodes known to have storage: reserve() returns at once below it
         self._grow_lock = threading.Lock()
+        # The same regions as C sees them (rotorshm._cpaths): grown with _regions.
+        self._ctab = RegionTable(self._region_bytes)
 
     @abstractmethod
     def _open_region(self, index: int, create: bool) -> memoryview:
@@ -58,6 +61,7 @@ class Level(ABC):
     def close(self) -> None:
         """Drop every region view."""
         with self._grow_lock:
+            self._ctab.close()  # C refuses this level from now on
             for mv in self._regions:
                 mv.release()
             self._regions.clear()
@@ -76,9 +80,19 @@ class Level(ABC):
         regions = self._regions
         with self._grow_lock:
             while len(regions) < need:
-                regions.append(self._open_region(len(regions), True))
+                self._add_region(self._open_region(len(regions), True))
             self._allocate(nodes * NODE_SIZE)
             self._ready = nodes
+            self._ctab.set_ready(self._storage_nodes())
+
+    def _storage_nodes(self) -> int:
+        """Nodes whose storage really exists: C's single-leaf append writes only below it."""
+        return self.capacity
+
+    def _add_region(self, region: memoryview) -> None:
+        """Append a region to the Python list and to C's table (under _grow_lock)."""
+        self._regions.append(region)
+        self._ctab.add(region)
 
     def _allocate(self, nbytes: int) -> None:  # noqa: B027 - optional hook
         """Really reserve the first `nbytes` bytes of the level (no-op for process memory)."""
@@ -94,7 +108,7 @@ class Level(ABC):
             return regions[index]
         with self._grow_lock:  # another thread may be mapping the same region right now
             while len(regions) <= index:
-                regions.append(self._open_region(len(regions), False))
+                self._add_region(self._open_region(len(regions), False))
             return regions[index]
 
     def read(self, start: int, count: int) -> bytes:
@@ -266,6 +280,9 @@ class _ReservedLevel(Level):
                 ) from exc
             pos += n
             self._reserved = pos
+
+    def _storage_nodes(self) -> int:
+        return min(self.capacity, self._reserved // NODE_SIZE)
 
     def flush_range(self, start: int, end: int) -> None:
         """Write nodes start..end-1 back to their files and fdatasync them (msync + fdatasync).

@@ -11,11 +11,14 @@ with `verify_against`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from . import _cpaths
+from ._native import ffi, lib
 from .errors import InvalidProof
 from .hashing import (
     MAX_ARITY,
@@ -65,25 +68,132 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+_kstate = _cpaths._kstate
+_switch = _cpaths._switch
+_UNSET: Any = object()  # `levels` not decoded yet: the encoding in `_enc` is authoritative
+_new = object.__new__
+_tuple_new = tuple.__new__
+_verify_inclusion = lib.rs_verify_inclusion
+_verify_consistency = lib.rs_verify_consistency
+_E_MALFORMED = _cpaths.E_MALFORMED
+_ZERO_HEAD = bytes(_cpaths.HEAD)
+_LEVEL_HEADS = [bytes((a, b)) for a in range(256) for b in range(256)]
+
+
+class _LazyLevels:
+    """The `levels` field of both proof kinds: decoded from the binary encoding on first read.
+
+    A proof made by C (Snapshot.generate_proof, from_bytes, update_inclusion_proof) keeps
+    its encoding in `_enc` and builds the per-level tuples only when a caller reads
+    `levels`; assigning `levels` drops the encoding, and the tuples rule from then on.
+    """
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            raise AttributeError("levels")  # no default for the dataclass field
+        lv = obj._lv
+        if lv is _UNSET:
+            lv = obj._lv = obj._decode_levels()
+        return lv
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj._lv = value
+        obj._enc = None
+
+
+class _LazyState:
+    """The lazily decoded levels' state of a proof (not dataclass fields: a plain base)."""
+
+    __slots__ = ()
+    _lv: Any  # the levels, or _UNSET while `_enc` holds them
+    _enc: Any  # the binary encoding C made (its levels are authoritative while _lv is _UNSET)
+
+
 def _valid_sizes(arity: object, *sizes: object) -> bool:
     if not _is_int(arity) or not MIN_ARITY <= arity <= MAX_ARITY:  # type: ignore[operator]
         return False
     return all(_is_int(s) and 1 <= s <= MAX_SIZE for s in sizes)  # type: ignore[operator]
 
 
-@dataclass(slots=True)
-class InclusionProof:
+@dataclass
+class InclusionProof(_LazyState):
     """Proof that `leaf` sits at `leaf_index` in the tree of `tree_size` leaves with `root`."""
+
+    __slots__ = ("root", "leaf", "leaf_index", "tree_size", "arity", "_lv", "_enc")
 
     root: bytes
     leaf: bytes
     leaf_index: int
     tree_size: int
     arity: int
-    levels: tuple[ProofLevel, ...]
+    levels: tuple[ProofLevel, ...] = _LazyLevels()  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle: the fields, levels decoded
+        return (type(self), (self.root, self.leaf, self.leaf_index, self.tree_size, self.arity,
+                             self.levels))
+
+    def _decode_levels(self) -> tuple[ProofLevel, ...]:
+        enc = self._enc
+        off = _HEAD.size
+        out = []
+        for _ in range(enc[83]):
+            pos, count = enc[off], enc[off + 1]
+            off += 2
+            end = off + count * NODE_SIZE
+            out.append(_tuple_new(ProofLevel, (pos, tuple(
+                enc[o : o + NODE_SIZE] for o in range(off, end, NODE_SIZE)))))
+            off = end
+        return tuple(out)
+
+    def _encoded_levels(self) -> tuple[bytes, int] | None:
+        """(an encoding whose bytes from 84 on are the levels, level count) for C, or None
+        when a field of a hand-built proof has a type or shape no valid proof has."""
+        if self._lv is _UNSET:
+            enc: bytes = self._enc
+            return enc, enc[83]
+        levels = self._lv
+        if type(levels) is not tuple or len(levels) > MAX_LEVELS:
+            return None
+        parts = [_ZERO_HEAD]
+        try:
+            for pos, sibs in levels:
+                if type(pos) is not int or not 0 <= pos < 256 or type(sibs) is not tuple:
+                    return None
+                k = len(sibs)
+                if k > 255 or (k and set(map(len, sibs)) != _ONLY_HASH_LEN):
+                    return None
+                joined = b"".join(sibs)
+                if len(joined) != k * NODE_SIZE:
+                    return None
+                parts.append(_LEVEL_HEADS[pos * 256 + k])
+                parts.append(joined)
+        except (TypeError, ValueError):  # wrong shapes or types inside a hand-built proof
+            return None
+        return b"".join(parts), len(levels)
+
+    def _scalars_ok(self) -> bool:
+        n, size, idx = self.arity, self.tree_size, self.leaf_index
+        return (type(n) is int and type(size) is int and type(idx) is int
+                and MIN_ARITY <= n <= MAX_ARITY and 0 <= idx < size <= MAX_SIZE
+                and _is_hash(self.leaf))
 
     def compute_root(self) -> bytes | None:
         """The root the path recomputes to, or None if any structural field is inconsistent."""
+        if _kstate.python or _switch.python:
+            return self._compute_root_py()
+        if not self._scalars_ok():
+            return None
+        body = self._encoded_levels()
+        if body is None:
+            return None
+        out = _cpaths.alloc("uint8_t[]", NODE_SIZE)
+        enc, nlev = body
+        rc = lib.rs_inclusion_root(self.arity, self.leaf_index, self.tree_size, self.leaf,
+                                   enc, len(enc), nlev, out)
+        return ffi.buffer(out, NODE_SIZE)[:] if rc == 1 else None
+
+    def _compute_root_py(self) -> bytes | None:
+        """The Python reference of compute_root."""
         n = self.arity
         size = self.tree_size
         idx = self.leaf_index
@@ -121,7 +231,21 @@ class InclusionProof:
 
     def verify(self) -> bool:
         """True if the path recomputes `root` and every structural field is consistent."""
-        return _is_hash(self.root) and self.compute_root() == self.root
+        if _kstate.python or _switch.python:
+            return _is_hash(self.root) and self._compute_root_py() == self.root
+        if not (_is_hash(self.root) and self._scalars_ok()):
+            return False
+        if self._lv is _UNSET:  # made by C: its encoding holds the levels
+            enc: bytes = self._enc
+            nlev = enc[83]
+        else:
+            body = self._encoded_levels()
+            if body is None:
+                return False
+            enc, nlev = body
+        rc: int = _verify_inclusion(self.arity, self.leaf_index, self.tree_size, self.root,
+                                    self.leaf, enc, len(enc), nlev)
+        return rc == 1
 
     def verify_against(self, root: bytes, size: int | None = None) -> bool:
         """Verify against a trusted root (and, if given, a trusted tree size)."""
@@ -147,6 +271,15 @@ class InclusionProof:
 
     def to_bytes(self) -> bytes:
         """Compact versioned binary form (InvalidProof if a field cannot be encoded)."""
+        enc: bytes = self._enc
+        if self._lv is _UNSET and self.arity == enc[2]:  # levels still as C encoded them
+            if not (_valid_sizes(self.arity, self.tree_size) and _is_int(self.leaf_index)
+                    and 0 <= self.leaf_index <= MAX_SIZE
+                    and _is_hash(self.root) and _is_hash(self.leaf)):
+                raise InvalidProof("proof fields out of encodable range")
+            head = _HEAD.pack(FORMAT_VERSION, _KIND_INCLUSION, self.arity, self.leaf_index,
+                              self.tree_size, self.root, self.leaf, enc[83])
+            return enc if enc.startswith(head) else head + enc[_HEAD.size:]
         self._check_encodable()
         parts = [
             _HEAD.pack(
@@ -163,6 +296,10 @@ class InclusionProof:
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> InclusionProof:
         """Decode `to_bytes` output; anything malformed raises InvalidProof."""
         buf = _as_bytes(data)
+        if not (_kstate.python or _switch.python):  # checked in C, levels decoded lazily
+            _cpaths.check_parse(buf, _KIND_INCLUSION, "inclusion proof")
+            _, _, arity, index, size, _, _, _ = _HEAD.unpack_from(buf)
+            return inclusion_from_encoding(buf, index, size, arity)
         if len(buf) < _HEAD.size:
             raise InvalidProof(f"inclusion proof too short: {len(buf)} bytes")
         ver, kind, arity, index, size, root, leaf, nlev = _HEAD.unpack_from(buf)
@@ -221,20 +358,74 @@ class InclusionProof:
         )
 
 
-@dataclass(slots=True)
-class ConsistencyProof:
+@dataclass
+class ConsistencyProof(_LazyState):
     """Proof that the tree of `old_size` leaves (`old_root`) is a prefix of the one of `new_size`.
 
     Per level, `shared` holds the old right-edge group members left of the boundary node
     (at level 0 the boundary leaf too) and `new` the members appended right of it.
     """
 
+    __slots__ = ("old_root", "new_root", "old_size", "new_size", "arity", "_lv", "_enc")
+
     old_root: bytes
     new_root: bytes
     old_size: int
     new_size: int
     arity: int
-    levels: tuple[ConsistencyLevel, ...]
+    levels: tuple[ConsistencyLevel, ...] = _LazyLevels()  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle: the fields, levels decoded
+        return (type(self), (self.old_root, self.new_root, self.old_size, self.new_size,
+                             self.arity, self.levels))
+
+    def _decode_levels(self) -> tuple[ConsistencyLevel, ...]:
+        enc = self._enc
+        off = _HEAD.size
+        out = []
+        for _ in range(enc[83]):
+            ns, nn = enc[off], enc[off + 1]
+            off += 2
+            mid = off + ns * NODE_SIZE
+            end = mid + nn * NODE_SIZE
+            out.append(_tuple_new(ConsistencyLevel, (
+                tuple(enc[o : o + NODE_SIZE] for o in range(off, mid, NODE_SIZE)),
+                tuple(enc[o : o + NODE_SIZE] for o in range(mid, end, NODE_SIZE)),
+            )))
+            off = end
+        return tuple(out)
+
+    def _encoded_levels(self) -> tuple[bytes, int] | None:
+        """(an encoding whose bytes from 84 on are the levels, level count) for C, or None
+        when a field of a hand-built proof has a type or shape no valid proof has."""
+        if self._lv is _UNSET:
+            enc: bytes = self._enc
+            return enc, enc[83]
+        levels = self._lv
+        if not isinstance(levels, tuple) or len(levels) > MAX_LEVELS:
+            return None
+        parts = [_ZERO_HEAD]
+        for entry in levels:
+            if not isinstance(entry, tuple) or len(entry) != 2:
+                return None
+            shared, added = entry
+            if not isinstance(shared, tuple) or not isinstance(added, tuple):
+                return None
+            if len(shared) > 255 or len(added) > 255:
+                return None
+            if not all(_is_hash(h) for h in shared) or not all(_is_hash(h) for h in added):
+                return None
+            parts.append(_LEVEL_HEADS[len(shared) * 256 + len(added)])
+            parts.extend(shared)
+            parts.extend(added)
+        return b"".join(parts), len(levels)
+
+    def _native_walk(self) -> tuple[bytes, int] | None:
+        """The encoded levels, if every scalar field is valid; None otherwise."""
+        if not (_valid_sizes(self.arity, self.old_size, self.new_size)
+                and self.old_size <= self.new_size):
+            return None
+        return self._encoded_levels()
 
     def _edges(self) -> list[bytes] | None:
         """The new tree's boundary-path node at every level 0..depth, or None if malformed.
@@ -285,6 +476,23 @@ class ConsistencyProof:
 
         For old_size == new_size the proof carries no hashes and echoes its claimed roots.
         """
+        if _kstate.python or _switch.python:
+            return self._compute_roots_py()
+        body = self._native_walk()
+        if body is None:
+            return None
+        enc, nlev = body
+        if self.old_size == self.new_size:
+            return (self.old_root, self.new_root) if nlev == 0 else None
+        out = _cpaths.alloc("uint8_t[]", 2 * NODE_SIZE)
+        if lib.rs_consistency_roots(self.arity, self.old_size, self.new_size, enc, len(enc),
+                                    nlev, out, out + NODE_SIZE) != 1:
+            return None
+        raw = ffi.buffer(out, 2 * NODE_SIZE)[:]
+        return (raw[:NODE_SIZE], raw[NODE_SIZE:])
+
+    def _compute_roots_py(self) -> tuple[bytes, bytes] | None:
+        """The Python reference of compute_roots."""
         edges = self._edges()
         if edges is None:
             return None
@@ -296,9 +504,17 @@ class ConsistencyProof:
         """True if both claimed roots are recomputed and the structure matches the sizes."""
         if not (_is_hash(self.old_root) and _is_hash(self.new_root)):
             return False
-        if self.old_size == self.new_size and self.old_root != self.new_root:
+        if _kstate.python or _switch.python:
+            if self.old_size == self.new_size and self.old_root != self.new_root:
+                return False
+            return self._compute_roots_py() == (self.old_root, self.new_root)
+        body = self._native_walk()
+        if body is None:
             return False
-        return self.compute_roots() == (self.old_root, self.new_root)
+        enc, nlev = body
+        rc: int = _verify_consistency(self.arity, self.old_size, self.new_size, self.old_root,
+                                      self.new_root, enc, len(enc), nlev)
+        return rc == 1
 
     def verify_against(
         self, old_root: bytes, new_root: bytes, old_size: int | None = None,
@@ -331,6 +547,8 @@ class ConsistencyProof:
             raise InvalidProof("inclusion proof is not against this proof's old tree")
         if self.old_size == self.new_size:
             return old_proof
+        if not (_kstate.python or _switch.python):
+            return self._update_native(old_proof)
         edges = self._edges()
         assert edges
         n = self.arity
@@ -357,6 +575,29 @@ class ConsistencyProof:
             raise InvalidProof("updated proof does not verify")
         return proof
 
+    def _update_native(self, old_proof: InclusionProof) -> InclusionProof:
+        """update_inclusion_proof in C, for two verified proofs of the same old tree."""
+        cbody = self._encoded_levels()
+        ibody = old_proof._encoded_levels()
+        if cbody is None or ibody is None:  # pragma: no cover - both verified just before
+            raise InvalidProof("proof levels cannot be encoded")
+        n = self.arity
+        cap = int(lib.rs_proof_capacity(n, cbody[1]))
+        out = _cpaths.alloc("uint8_t[]", cap)
+        head = _HEAD.pack(FORMAT_VERSION, _KIND_INCLUSION, n, old_proof.leaf_index,
+                          self.new_size, self.new_root, old_proof.leaf, cbody[1])
+        ffi.memmove(out, head, _HEAD.size)
+        got = lib.rs_update_inclusion(n, self.old_size, self.new_size, cbody[0], len(cbody[0]),
+                                      cbody[1], old_proof.leaf_index, ibody[0], len(ibody[0]),
+                                      ibody[1], out + _HEAD.size, cap - _HEAD.size)
+        if got < 0:  # pragma: no cover - both verified just before
+            raise InvalidProof("the proofs do not describe the same old tree")
+        enc = ffi.buffer(out, _HEAD.size + got)[:]
+        proof = inclusion_from_encoding(enc, old_proof.leaf_index, self.new_size, n)
+        if not proof.verify():  # pragma: no cover - guarded by the checks above
+            raise InvalidProof("updated proof does not verify")
+        return proof
+
     # -- encodings -------------------------------------------------------------------------
 
     def _check_encodable(self) -> None:
@@ -374,6 +615,14 @@ class ConsistencyProof:
 
     def to_bytes(self) -> bytes:
         """Compact versioned binary form (InvalidProof if a field cannot be encoded)."""
+        enc: bytes = self._enc
+        if self._lv is _UNSET and self.arity == enc[2]:  # levels still as C encoded them
+            if not (_valid_sizes(self.arity, self.old_size, self.new_size)
+                    and _is_hash(self.old_root) and _is_hash(self.new_root)):
+                raise InvalidProof("proof fields out of encodable range")
+            head = _HEAD.pack(FORMAT_VERSION, _KIND_CONSISTENCY, self.arity, self.old_size,
+                              self.new_size, self.old_root, self.new_root, enc[83])
+            return enc if enc.startswith(head) else head + enc[_HEAD.size:]
         self._check_encodable()
         parts = [
             _HEAD.pack(
@@ -391,6 +640,10 @@ class ConsistencyProof:
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> ConsistencyProof:
         """Decode `to_bytes` output; anything malformed raises InvalidProof."""
         buf = _as_bytes(data)
+        if not (_kstate.python or _switch.python):  # checked in C, levels decoded lazily
+            _cpaths.check_parse(buf, _KIND_CONSISTENCY, "consistency proof")
+            _, _, arity, old, new, _, _, _ = _HEAD.unpack_from(buf)
+            return consistency_from_encoding(buf, old, new, arity)
         if len(buf) < _HEAD.size:
             raise InvalidProof(f"consistency proof too short: {len(buf)} bytes")
         ver, kind, arity, old, new, old_root, new_root, nlev = _HEAD.unpack_from(buf)
@@ -448,6 +701,58 @@ class ConsistencyProof:
             arity=arity,
             levels=tuple(levels),
         )
+
+
+# -- proofs made by C -----------------------------------------------------------------------
+
+
+def inclusion_from_encoding(enc: bytes, index: int, size: int, arity: int) -> InclusionProof:
+    """An InclusionProof over a well-formed encoding whose header holds these fields;
+    its levels are decoded when first read."""
+    p: InclusionProof = _new(InclusionProof)
+    p.root = enc[19:51]
+    p.leaf = enc[51:83]
+    p.leaf_index = index
+    p.tree_size = size
+    p.arity = arity
+    p._lv = _UNSET
+    p._enc = enc
+    return p
+
+
+def consistency_from_encoding(enc: bytes, old: int, new: int, arity: int) -> ConsistencyProof:
+    """A ConsistencyProof over a well-formed encoding whose header holds these fields."""
+    c: ConsistencyProof = _new(ConsistencyProof)
+    c.old_root = enc[19:51]
+    c.new_root = enc[51:83]
+    c.old_size = old
+    c.new_size = new
+    c.arity = arity
+    c._lv = _UNSET
+    c._enc = enc
+    return c
+
+
+def verify_proof_bytes(blob: bytes | bytearray | memoryview, root: bytes, size: int) -> bool:
+    """Check an encoded inclusion proof against a trusted `root` and tree `size`, without
+    building proof objects: ``InclusionProof.from_bytes(blob).verify_against(root, size)``.
+
+    A malformed encoding raises InvalidProof (nothing else); a proof that does not match
+    returns False.
+    """
+    buf = blob if type(blob) is bytes else _as_bytes(blob)
+    if _kstate.python or _switch.python:
+        return InclusionProof.from_bytes(buf).verify_against(root, size)
+    if isinstance(root, (bytearray, memoryview)):  # compares equal to bytes in Python too
+        with contextlib.suppress(TypeError, ValueError):
+            root = bytes(memoryview(root).cast("B"))
+    if not (_is_hash(root) and type(size) is int and 0 <= size <= MAX_SIZE):
+        InclusionProof.from_bytes(buf)  # a malformed blob still raises
+        return False
+    rc: int = lib.rs_verify_proof_bytes(buf, len(buf), root, size)
+    if rc < 0:
+        raise _cpaths.malformed(-rc, "inclusion proof", buf)
+    return rc == 1
 
 
 # -- decoding helpers ----------------------------------------------------------------------

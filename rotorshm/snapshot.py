@@ -12,10 +12,18 @@ import functools
 import operator
 from collections.abc import Sequence
 
+from . import _cpaths
 from .errors import IndexOutOfRange, InvalidArgument
 from .hashing import NODE_SIZE, hash_children, level_lengths
 from .levels import Level
-from .proof import ConsistencyLevel, ConsistencyProof, InclusionProof, ProofLevel
+from .proof import (
+    ConsistencyLevel,
+    ConsistencyProof,
+    InclusionProof,
+    ProofLevel,
+    consistency_from_encoding,
+    inclusion_from_encoding,
+)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -33,6 +41,10 @@ def _full_group_slices(arity: int) -> list[tuple[slice, ...]]:
 
 
 _tuple_new = tuple.__new__
+_kstate = _cpaths._kstate
+_switch = _cpaths._switch
+_inclusion_bytes = _cpaths.inclusion_bytes
+_consistency_bytes = _cpaths.consistency_bytes
 
 
 def as_index(value: object, what: str) -> int:
@@ -52,7 +64,7 @@ def as_index(value: object, what: str) -> int:
 class Snapshot:
     """Consistent read-only view of a tree of `size` leaves; valid however far the tree grows."""
 
-    __slots__ = ("_levels", "arity", "size", "_lengths", "_frontier")
+    __slots__ = ("_levels", "arity", "size", "_lengths", "_frontier", "_view")
 
     def __init__(
         self,
@@ -67,6 +79,15 @@ class Snapshot:
         self.size = size
         self._lengths = lengths
         self._frontier = frontier
+        self._view: _cpaths.View | None = None  # the C view, built at the first C proof
+
+    def _c_view(self) -> _cpaths.View:
+        view = self._view
+        if view is None:
+            view = self._view = _cpaths.make_view(
+                self._levels, self.arity, self.size, self._lengths, self._frontier
+            )
+        return view
 
     @property
     def root(self) -> bytes | None:
@@ -119,7 +140,7 @@ class Snapshot:
             edges.append(hash_children(members))
         return tuple(edges)
 
-    def _check_size(self, size: int, what: str) -> int:
+    def _check_size(self, size: object, what: str) -> int:
         size = as_index(size, what)
         if not 1 <= size <= self.size:
             raise IndexOutOfRange(f"{what} {size} outside 1..{self.size}")
@@ -130,14 +151,41 @@ class Snapshot:
         size = self._check_size(size, "size")
         return self._edges(size)[-1]
 
-    def generate_proof(self, index: int, size: int | None = None) -> InclusionProof:
-        """Inclusion proof for leaf `index`, against this snapshot or an earlier `size`."""
+    def _inclusion_args(self, index: object, size: object) -> tuple[int, int]:
+        """(index, size) checked: integers, 1 <= size <= self.size, 0 <= index < size."""
         if type(index) is not int:
             index = as_index(index, "leaf index")
-        if size is not None and (type(size) is not int or size != self.size):
+        size = self.size if size is None else self._check_size(size, "size")
+        if not 0 <= index < size:
+            raise IndexOutOfRange(f"leaf {index} not in a tree of {size} leaves")
+        return index, size
+
+    def proof_bytes(self, index: int, size: int | None = None) -> bytes:
+        """Binary encoding of the inclusion proof of leaf `index` (at `size`, default now).
+
+        Byte-identical to ``generate_proof(index, size).to_bytes()``; gathered in one C
+        call straight from the level storage: what a server sends.
+        """
+        index, size = self._inclusion_args(index, size)
+        if _kstate.python or _switch.python:
+            return self._proof_py(index, size).to_bytes()
+        return _inclusion_bytes(self._view or self._c_view(), index, size)
+
+    def generate_proof(self, index: int, size: int | None = None) -> InclusionProof:
+        """Inclusion proof for leaf `index`, against this snapshot or an earlier `size`.
+
+        Wraps :meth:`proof_bytes`: the per-level tuples are built only when read.
+        """
+        index, size = self._inclusion_args(index, size)
+        if _kstate.python or _switch.python:
+            return self._proof_py(index, size)
+        enc = _inclusion_bytes(self._view or self._c_view(), index, size)
+        return inclusion_from_encoding(enc, index, size, self.arity)
+
+    def _proof_py(self, index: int, size: int) -> InclusionProof:
+        """The Python reference of the inclusion proof (checked arguments)."""
+        if size != self.size:
             return self._proof_at(index, size)
-        if not 0 <= index < self.size:
-            raise IndexOutOfRange(f"leaf {index} not in a tree of {self.size} leaves")
         n = self.arity
         lengths = self._lengths
         frontier = self._frontier
@@ -184,14 +232,36 @@ class Snapshot:
         leaf = edges[0] if index == size - 1 else self.get_node(0, index)
         return InclusionProof(edges[-1], leaf, index, size, n, tuple(out))
 
+    def _consistency_args(self, old_size: object, new_size: object) -> tuple[int, int]:
+        old_size = as_index(old_size, "old_size")
+        new = self._check_size(self.size if new_size is None else new_size, "new_size")
+        if not 1 <= old_size <= new:
+            raise IndexOutOfRange(f"old_size {old_size} outside 1..{new}")
+        return old_size, new
+
+    def consistency_proof_bytes(self, old_size: int, new_size: int | None = None) -> bytes:
+        """Binary encoding of the consistency proof from `old_size` to `new_size` (default
+        now), byte-identical to ``generate_consistency_proof(...).to_bytes()``; one C call."""
+        old, new = self._consistency_args(old_size, new_size)
+        if _kstate.python or _switch.python:
+            return self._consistency_py(old, new).to_bytes()
+        return _consistency_bytes(self._view or self._c_view(), old, new)
+
     def generate_consistency_proof(
         self, old_size: int, new_size: int | None = None
     ) -> ConsistencyProof:
-        """Proof that the tree at `old_size` is a prefix of the one at `new_size` (default: now)."""
-        new = self._check_size(self.size if new_size is None else new_size, "new_size")
-        old_size = as_index(old_size, "old_size")
-        if not 1 <= old_size <= new:
-            raise IndexOutOfRange(f"old_size {old_size} outside 1..{new}")
+        """Proof that the tree at `old_size` is a prefix of the one at `new_size` (default: now).
+
+        Wraps :meth:`consistency_proof_bytes`: the per-level tuples are built only when read.
+        """
+        old, new = self._consistency_args(old_size, new_size)
+        if _kstate.python or _switch.python:
+            return self._consistency_py(old, new)
+        enc = _consistency_bytes(self._view or self._c_view(), old, new)
+        return consistency_from_encoding(enc, old, new, self.arity)
+
+    def _consistency_py(self, old_size: int, new: int) -> ConsistencyProof:
+        """The Python reference of the consistency proof (checked arguments)."""
         n = self.arity
         new_edges = self._edges(new)
         old_root = self._edges(old_size)[-1]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from . import _cpaths
+from ._native import lib
 from .config import check_max_depth
-from .errors import CapacityExceeded, InvalidLeaf
+from .errors import CapacityExceeded, InvalidLeaf, TreeClosed
 from .hashing import (
     NODE_SIZE,
     check_arity,
@@ -23,6 +25,12 @@ Leaves = BytesLike | Iterable[BytesLike]
 
 MAX_SIZE = 2**64 - 1
 _ONLY_LEAF_LEN = {NODE_SIZE}
+_kstate = _cpaths._kstate
+_switch = _cpaths._switch
+_append_one = lib.rs_append_one
+_E_RESERVE = _cpaths.E_RESERVE
+_FRONTIER = _cpaths.FRONTIER
+_LENGTHS = _cpaths.LENGTHS
 
 
 def leaf_bytes(leaf: BytesLike) -> bytes:
@@ -74,7 +82,8 @@ class TreeCore:
     level) so that a snapshot is a copy of two short tuples.
     """
 
-    __slots__ = ("arity", "max_depth", "capacity", "levels", "state", "hash_threads", "_new_level")
+    __slots__ = ("arity", "max_depth", "capacity", "levels", "state", "hash_threads", "_new_level",
+                 "_appender")
 
     def __init__(
         self, arity: int, max_depth: int, new_level: Callable[[int], Level], hash_threads: int = 1
@@ -92,6 +101,8 @@ class TreeCore:
         # (size, level lengths, frontier), replaced as one object so that a snapshot taken
         # from another thread never mixes the size of one batch with the frontier of another.
         self.state: tuple[int, tuple[int, ...], tuple[bytes, ...]] = (0, (), ())
+        # The levels as the C single-leaf append sees them (rotorshm._cpaths).
+        self._appender = _cpaths.Appender()
 
     @property
     def size(self) -> int:
@@ -138,11 +149,15 @@ class TreeCore:
             self.levels.append(self._new_level(len(self.levels)))
         for lvl, n in zip(self.levels, lengths, strict=False):
             lvl.reserve(n)
+        self._appender.sync(self.levels)
         return lengths
 
     def append(self, data: bytes) -> None:
         """Append a validated batch (a multiple of 32 bytes), hashing each level in one pass."""
         count = len(data) // NODE_SIZE
+        if count == 1 and not (_kstate.python or _switch.python):
+            self.append_one(data)
+            return
         if count == 0:
             return
         self.check_room(count)
@@ -150,14 +165,38 @@ class TreeCore:
         lengths = self.reserve(old + count)
         self.apply(old, data, lengths)
 
+    def append_one(self, leaf: bytes) -> None:
+        """Append one validated 32-byte leaf: one C call writes it and rehashes its path."""
+        size = self.state[0]
+        if size >= self.capacity:
+            self.check_room(1)
+        a = self._appender
+        nl = _append_one(a.c, a.count, self.arity, size, leaf, a.frontier, a.lengths)
+        if nl > 0:
+            self.state = (size + 1, _LENGTHS[nl].unpack_from(a.lengths_buf),
+                          _FRONTIER[nl].unpack_from(a.frontier_buf))
+            return
+        if nl < 0:
+            if nl != _E_RESERVE:
+                raise TreeClosed(f"the tree's storage is closed (code {nl})")
+            self.reserve(size + 1)  # a new region or level: once per 128 leaves at most
+            nl = _append_one(a.c, a.count, self.arity, size, leaf, a.frontier, a.lengths)
+            if nl < 0:  # pragma: no cover - reserve() made the room
+                raise TreeClosed(f"the tree's storage refused the leaf (code {nl})")
+        self.state = (
+            size + 1,
+            _LENGTHS[nl].unpack_from(a.lengths_buf),
+            _FRONTIER[nl].unpack_from(a.frontier_buf),
+        )
+
     def apply(self, old: int, data: bytes, lengths: tuple[int, ...]) -> None:
         """Write leaves at `old` and rehash the right edge; storage is already reserved."""
         n = self.arity
         levels = self.levels
-        levels[0].write(old, data)
         if len(data) == NODE_SIZE:
             self._apply_one(old, data, lengths)
             return
+        levels[0].write(old, data)
         frontier = [data[-NODE_SIZE:]]
         lo = old
         threads = self.hash_threads
@@ -183,8 +222,16 @@ class TreeCore:
     def _apply_one(self, index: int, leaf: bytes, lengths: tuple[int, ...]) -> None:
         """The same rehash for a single new leaf: one dirty node per level, always the last
         of its group, so its parent hashes the group's older members and itself."""
+        if not (_kstate.python or _switch.python):
+            a = self._appender
+            nl = _append_one(a.c, a.count, self.arity, index, leaf, a.frontier, a.lengths)
+            if nl != len(lengths):
+                raise TreeClosed(f"the tree's storage refused leaf {index} (code {nl})")
+            self.state = (index + 1, lengths, _FRONTIER[nl].unpack_from(a.frontier_buf))
+            return
         n = self.arity
         levels = self.levels
+        levels[0].write(index, leaf)
         node = leaf
         frontier = [leaf]
         idx = index
@@ -254,10 +301,14 @@ class LeanIMT:
 
     def insert(self, leaf: BytesLike) -> bytes:
         """Append one 32-byte leaf; return the new root."""
-        self._core.append(leaf_bytes(leaf))
-        root = self._core.root
-        assert root is not None
-        return root
+        core = self._core
+        if type(leaf) is not bytes or len(leaf) != NODE_SIZE:
+            leaf = leaf_bytes(leaf)
+        if _kstate.python or _switch.python:
+            core.append(leaf)
+        else:
+            core.append_one(leaf)
+        return core.state[2][-1]
 
     def insert_many(self, leaves: Leaves) -> bytes | None:
         """Append a batch atomically (all leaves or none); return the new root."""

@@ -51,6 +51,7 @@ from rotorshm import (
     RotorTreeConfig,
     WriterGone,
     WriterUnavailable,
+    verify_proof_bytes,
 )
 from rotorshm.protocol import OP_ERROR, OP_INSERT, error_from, recv_frame, send_frame
 
@@ -245,6 +246,19 @@ def _torture_reader(name: str, min_reads: int, done: Any, attached: Any = None) 
                         p = snap.generate_proof(i)
                         if not (p.verify_against(snap.root, snap.size) and p.leaf == leaf(i)):
                             failures.append(f"proof of {i} at size {snap.size} fails")
+                        # gathered in C straight from the read-only mappings: never torn
+                        blob = snap.proof_bytes(i)
+                        if not (verify_proof_bytes(blob, snap.root, snap.size)
+                                and blob[51:83] == leaf(i)):
+                            failures.append(f"proof_bytes of {i} at size {snap.size} fails")
+                        old = rng.randint(1, snap.size)
+                        if not rotorshm.InclusionProof.from_bytes(
+                                snap.proof_bytes(old - 1, old)).verify_against(
+                                    seen.setdefault(old, snap.root_at(old)), old):
+                            failures.append(f"proof_bytes at past size {old} fails")
+                        if not snap.generate_consistency_proof(old).verify_against(
+                                seen[old], snap.root, old, snap.size):
+                            failures.append(f"consistency {old} -> {snap.size} fails")
     return {"seen": seen, "reads": reads, "busy": busy, "snapshots": snaps,
             "failures": failures}
 

@@ -1,0 +1,671 @@
+/*
+ * tree_ops.c -- the tree's hot paths that walk one path of levels: the single-leaf
+ * right-edge update, inclusion and consistency proofs gathered straight from level
+ * storage into the binary proof encoding (DESIGN.md §2), and their verification.
+ *
+ * Level storage (rs_level): a table of region base pointers, every region 2^shift bytes
+ * holding 32-byte nodes; regions never move once handed out.  The Python side
+ * (rotorshm._native_paths) publishes a new table with rs_level_publish (release store of
+ * the region count after the table pointer), keeps every table it ever published and
+ * every region buffer alive for as long as the level can be reached, and sets `closed`
+ * before it lets a region go.  Every node index is checked against the published region
+ * count before it is turned into an address: nothing here reads outside the tables.
+ *
+ * A view (rs_view) is one snapshot as C sees it: level lengths, the frontier copy (the
+ * last node of each level, which the writer rewrites) and the levels.  Nodes of index
+ * < length - 1 are immutable and read from storage; the last one of each level from the
+ * frontier copy, as the Python reference does (rotorshm/snapshot.py).
+ *
+ * Binary proof encoding (rotorshm/proof.py): a header of 84 bytes
+ *   version u8 (1), kind u8 ('I' or 'C'), arity u8, two u64 LE (leaf index and tree size,
+ *   or old and new size), two 32-byte hashes (root and leaf, or old and new root),
+ *   level count u8
+ * then per level two count bytes and 32-byte hashes: (position, k) + k siblings for an
+ * inclusion proof, (k_shared, k_new) + shared + new for a consistency proof.
+ *
+ * Verification never trusts its input: the parser checks every count against the bytes
+ * left before reading, and the path walk re-derives every structural field from the sizes.
+ */
+#include "kernel.h"
+#include "rotorshm_native.h"
+
+#define NODE 32
+#define MAX_ARITY 255
+#define HEAD 84
+#define MAX_PROOF_LEVELS 64
+#define VERSION 1
+#define KIND_INCLUSION 0x49
+#define KIND_CONSISTENCY 0x43
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+static inline void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static inline uint64_t ceil_div(uint64_t a, uint64_t n)
+{
+    return a / n + (a % n != 0);
+}
+
+/* Lengths of levels 0..depth of a tree of `size` >= 1 leaves; returns the level count. */
+static unsigned lengths_for(uint64_t size, unsigned n, uint64_t *out)
+{
+    unsigned nl = 0;
+    out[nl++] = size;
+    while (size > 1 && nl < RS_VIEW_LEVELS) {
+        size = ceil_div(size, n);
+        out[nl++] = size;
+    }
+    return nl;
+}
+
+/* Parent of k = 1..255 contiguous children. */
+static inline void group_hash(const uint8_t *children, unsigned k, uint8_t *out)
+{
+    rs_hash_group(children, k, out);
+}
+
+/* Parents of two independent groups of ka and kb contiguous children (1..255 each). */
+static void two_groups(const uint8_t *ga, unsigned ka, uint8_t *outa, const uint8_t *gb,
+                       unsigned kb, uint8_t *outb)
+{
+    size_t la = 2 + (size_t)NODE * ka, lb = 2 + (size_t)NODE * kb;
+    if (ka < 2 || kb < 2 || la > RS_B3_CHUNK_LEN || lb > RS_B3_CHUNK_LEN) {
+        group_hash(ga, ka, outa);
+        group_hash(gb, kb, outb);
+        return;
+    }
+    uint8_t pa[2] = {1, (uint8_t)ka}, pb[2] = {1, (uint8_t)kb};
+    rs_hash_two(pa, 2, ga, la - 2, outa, pb, 2, gb, lb - 2, outb);
+}
+
+/* ---- level storage -------------------------------------------------------------------- */
+
+void rs_level_publish(rs_level *lvl, uint8_t **regions, uint64_t nregions)
+{
+    __atomic_store_n(&lvl->regions, regions, __ATOMIC_RELAXED);
+    __atomic_store_n(&lvl->nregions, nregions, __ATOMIC_RELEASE);
+}
+
+void rs_level_close(rs_level *lvl)
+{
+    __atomic_store_n(&lvl->closed, 1u, __ATOMIC_RELEASE);
+}
+
+static inline int level_open(const rs_level *l)
+{
+    return l != 0 && __atomic_load_n(&l->closed, __ATOMIC_ACQUIRE) == 0 && l->shift >= 5 &&
+           l->shift < 63;
+}
+
+/* Copy nodes start .. start+count-1 of level l to dst; RS_E_UNMAPPED if any lies in a
+ * region not (yet) in the table. */
+static int level_read(const rs_level *l, uint64_t start, uint64_t count, uint8_t *dst)
+{
+    uint64_t nreg = __atomic_load_n(&l->nregions, __ATOMIC_ACQUIRE);
+    uint8_t **tab = __atomic_load_n(&l->regions, __ATOMIC_RELAXED);
+    unsigned nshift = l->shift - 5; /* log2 of nodes per region */
+    uint64_t mask = ((uint64_t)1 << nshift) - 1;
+    while (count) {
+        uint64_t r = start >> nshift;
+        uint64_t off = start & mask;
+        if (r >= nreg || tab == 0 || tab[r] == 0)
+            return RS_E_UNMAPPED;
+        uint64_t n = mask + 1 - off;
+        if (n > count)
+            n = count;
+        memcpy(dst, tab[r] + off * NODE, (size_t)(n * NODE));
+        dst += n * NODE;
+        start += n;
+        count -= n;
+    }
+    return 0;
+}
+
+static int level_write(rs_level *l, uint64_t index, const uint8_t *node)
+{
+    uint64_t nreg = __atomic_load_n(&l->nregions, __ATOMIC_ACQUIRE);
+    uint8_t **tab = __atomic_load_n(&l->regions, __ATOMIC_RELAXED);
+    unsigned nshift = l->shift - 5;
+    uint64_t r = index >> nshift;
+    if (r >= nreg || tab == 0 || tab[r] == 0)
+        return RS_E_UNMAPPED;
+    memcpy(tab[r] + (index & (((uint64_t)1 << nshift) - 1)) * NODE, node, NODE);
+    return 0;
+}
+
+/* ---- single-leaf append ---------------------------------------------------------------- */
+
+int rs_append_one(rs_level *const *levels, unsigned nlevels, unsigned arity, uint64_t index,
+                  const uint8_t *leaf, uint8_t *frontier_out, uint64_t *lengths_out)
+{
+    if (arity < 2 || arity > MAX_ARITY || index == UINT64_MAX)
+        return RS_E_ARG;
+    uint64_t L[RS_VIEW_LEVELS];
+    unsigned nl = lengths_for(index + 1, arity, L);
+    if (nl > nlevels)
+        return RS_E_RESERVE;
+    /* Everything that can fail is checked before the first byte is written. */
+    for (unsigned i = 0; i < nl; i++) {
+        const rs_level *l = levels[i];
+        if (!level_open(l) || !l->writable)
+            return RS_E_CLOSED;
+        if (l->ready < L[i])
+            return RS_E_RESERVE;
+        uint64_t nreg = __atomic_load_n(&l->nregions, __ATOMIC_ACQUIRE);
+        if (((L[i] - 1) >> (l->shift - 5)) >= nreg)
+            return RS_E_RESERVE;
+    }
+    uint8_t buf[NODE * MAX_ARITY];
+    uint8_t node[NODE];
+    memcpy(node, leaf, NODE);
+    int rc = level_write(levels[0], index, node);
+    if (rc)
+        return rc;
+    memcpy(frontier_out, node, NODE);
+    uint64_t idx = index;
+    for (unsigned lvl = 0; lvl + 1 < nl; lvl++) {
+        unsigned pos = (unsigned)(idx % arity);
+        if (pos) { /* the group's older members, then this node: never lifted */
+            rc = level_read(levels[lvl], idx - pos, pos, buf);
+            if (rc)
+                return rc;
+            memcpy(buf + (size_t)pos * NODE, node, NODE);
+            group_hash(buf, pos + 1, node);
+        }
+        idx /= arity;
+        rc = level_write(levels[lvl + 1], idx, node);
+        if (rc)
+            return rc;
+        memcpy(frontier_out + (size_t)(lvl + 1) * NODE, node, NODE);
+    }
+    memcpy(lengths_out, L, nl * sizeof(uint64_t));
+    return (int)nl;
+}
+
+/* ---- reading a snapshot ---------------------------------------------------------------- */
+
+static int view_check(const rs_view *v)
+{
+    if (v->arity < 2 || v->arity > MAX_ARITY || v->nlevels < 1 || v->nlevels > RS_VIEW_LEVELS)
+        return RS_E_ARG;
+    for (unsigned i = 0; i < v->nlevels; i++)
+        if (!level_open(v->levels[i]))
+            return RS_E_CLOSED;
+    return 0;
+}
+
+/* Nodes lo..hi-1 of level lvl of the tree of a past (or the current) size whose level has
+ * `len` nodes and right-edge node `edge`: the last node comes from `edge`, the others
+ * (immutable) from storage.  hi <= len <= the view's length of that level. */
+static int gather(const rs_view *v, unsigned lvl, uint64_t lo, uint64_t hi, uint64_t len,
+                  const uint8_t *edge, uint8_t *dst)
+{
+    if (lo >= hi)
+        return 0;
+    uint64_t stored_hi = hi == len ? hi - 1 : hi;
+    if (stored_hi > lo) {
+        int rc = level_read(v->levels[lvl], lo, stored_hi - lo, dst);
+        if (rc)
+            return rc;
+        dst += (stored_hi - lo) * NODE;
+    }
+    if (hi == len)
+        memcpy(dst, edge, NODE);
+    return 0;
+}
+
+/* Right-edge node of every level of the tree of `size` leaves (lengths L, nl levels). */
+static int edges_at(const rs_view *v, uint64_t size, const uint64_t *L, unsigned nl,
+                    uint8_t (*edges)[NODE])
+{
+    unsigned n = v->arity;
+    if (size == v->size) {
+        memcpy(edges, v->frontier, (size_t)nl * NODE);
+        return 0;
+    }
+    /* size < v->size: node size-1 of level 0 is not the view's last, so it is stored. */
+    int rc = level_read(v->levels[0], size - 1, 1, edges[0]);
+    if (rc)
+        return rc;
+    uint8_t buf[NODE * MAX_ARITY];
+    for (unsigned lvl = 0; lvl + 1 < nl; lvl++) {
+        uint64_t last = L[lvl] - 1;
+        uint64_t g = last - last % n;
+        unsigned k = (unsigned)(last - g) + 1;
+        rc = gather(v, lvl, g, last + 1, L[lvl], edges[lvl], buf);
+        if (rc)
+            return rc;
+        group_hash(buf, k, edges[lvl + 1]);
+    }
+    return 0;
+}
+
+static int check_past(const rs_view *v, uint64_t size, const uint64_t *L, unsigned nl)
+{
+    if (size < 1 || size > v->size || nl > v->nlevels)
+        return RS_E_ARG;
+    for (unsigned i = 0; i < nl; i++)
+        if (L[i] > v->lengths[i])
+            return RS_E_ARG;
+    return 0;
+}
+
+static void put_head(uint8_t *out, uint8_t kind, unsigned arity, uint64_t a, uint64_t b,
+                     const uint8_t *h1, const uint8_t *h2, unsigned nlev)
+{
+    out[0] = VERSION;
+    out[1] = kind;
+    out[2] = (uint8_t)arity;
+    put_u64(out + 3, a);
+    put_u64(out + 11, b);
+    memcpy(out + 19, h1, NODE);
+    memcpy(out + 51, h2, NODE);
+    out[83] = (uint8_t)nlev;
+}
+
+size_t rs_proof_capacity(unsigned arity, unsigned nlevels)
+{
+    return HEAD + (size_t)nlevels * (2 + (size_t)NODE * arity);
+}
+
+int64_t rs_inclusion_proof(const rs_view *v, uint64_t index, uint64_t size, uint8_t *out,
+                           size_t cap)
+{
+    int rc = view_check(v);
+    if (rc)
+        return rc;
+    unsigned n = v->arity;
+    if (index >= size)
+        return RS_E_ARG;
+    uint64_t L[RS_VIEW_LEVELS];
+    unsigned nl = lengths_for(size, n, L);
+    if ((rc = check_past(v, size, L, nl)) != 0)
+        return rc;
+    if (cap < rs_proof_capacity(n, nl - 1))
+        return RS_E_ARG;
+    uint8_t edges[RS_VIEW_LEVELS][NODE];
+    if ((rc = edges_at(v, size, L, nl, edges)) != 0)
+        return rc;
+    uint8_t leaf[NODE];
+    if ((rc = gather(v, 0, index, index + 1, L[0], edges[0], leaf)) != 0)
+        return rc;
+    put_head(out, KIND_INCLUSION, n, index, size, edges[nl - 1], leaf, nl - 1);
+    uint8_t *p = out + HEAD;
+    uint64_t idx = index;
+    for (unsigned lvl = 0; lvl + 1 < nl; lvl++) {
+        unsigned pos = (unsigned)(idx % n);
+        uint64_t g = idx - pos;
+        uint64_t end = L[lvl] - g < n ? L[lvl] : g + n;
+        p[0] = (uint8_t)pos;
+        p[1] = (uint8_t)(end - g - 1);
+        p += 2;
+        if ((rc = gather(v, lvl, g, idx, L[lvl], edges[lvl], p)) != 0)
+            return rc;
+        p += (idx - g) * NODE;
+        if ((rc = gather(v, lvl, idx + 1, end, L[lvl], edges[lvl], p)) != 0)
+            return rc;
+        p += (end - idx - 1) * NODE;
+        idx /= n;
+    }
+    return (int64_t)(p - out);
+}
+
+int64_t rs_consistency_proof(const rs_view *v, uint64_t old_size, uint64_t new_size,
+                             uint8_t *out, size_t cap)
+{
+    int rc = view_check(v);
+    if (rc)
+        return rc;
+    unsigned n = v->arity;
+    if (old_size < 1 || old_size > new_size)
+        return RS_E_ARG;
+    uint64_t L[RS_VIEW_LEVELS], LO[RS_VIEW_LEVELS];
+    unsigned nl = lengths_for(new_size, n, L);
+    unsigned nlo = lengths_for(old_size, n, LO);
+    if ((rc = check_past(v, new_size, L, nl)) != 0)
+        return rc;
+    if (cap < rs_proof_capacity(n, nl - 1))
+        return RS_E_ARG;
+    uint8_t new_edges[RS_VIEW_LEVELS][NODE];
+    uint8_t old_edges[RS_VIEW_LEVELS][NODE];
+    if ((rc = edges_at(v, new_size, L, nl, new_edges)) != 0)
+        return rc;
+    if (old_size == new_size) {
+        put_head(out, KIND_CONSISTENCY, n, old_size, new_size, new_edges[nl - 1],
+                 new_edges[nl - 1], 0);
+        return HEAD;
+    }
+    if ((rc = edges_at(v, old_size, LO, nlo, old_edges)) != 0)
+        return rc;
+    put_head(out, KIND_CONSISTENCY, n, old_size, new_size, old_edges[nlo - 1],
+             new_edges[nl - 1], nl - 1);
+    uint8_t *p = out + HEAD;
+    uint64_t bnd = old_size - 1;
+    for (unsigned lvl = 0; lvl + 1 < nl; lvl++) {
+        uint64_t g = bnd - bnd % n;
+        uint64_t stop = lvl == 0 ? bnd + 1 : bnd;
+        uint64_t end = L[lvl] - g < n ? L[lvl] : g + n;
+        p[0] = (uint8_t)(stop - g);
+        p[1] = (uint8_t)(end - bnd - 1);
+        p += 2;
+        if ((rc = gather(v, lvl, g, stop, L[lvl], new_edges[lvl], p)) != 0)
+            return rc;
+        p += (stop - g) * NODE;
+        if ((rc = gather(v, lvl, bnd + 1, end, L[lvl], new_edges[lvl], p)) != 0)
+            return rc;
+        p += (end - bnd - 1) * NODE;
+        bnd /= n;
+    }
+    return (int64_t)(p - out);
+}
+
+/* ---- parsing and verification ------------------------------------------------------------ */
+
+/* Check that body[0..len) is exactly `nlev` levels of the given kind for `arity`: every
+ * count within the format's limits and every hash list inside the bytes.  Returns 0 or
+ * RS_E_MALFORMED with *why set (for the error message). */
+static int parse_levels(const uint8_t *body, size_t len, unsigned nlev, unsigned arity,
+                        int consistency, int *why)
+{
+    size_t off = 0;
+    for (unsigned i = 0; i < nlev; i++) {
+        if (len - off < 2) {
+            *why = RS_WHY_LEVEL_TRUNCATED;
+            return RS_E_MALFORMED;
+        }
+        unsigned a = body[off], b = body[off + 1];
+        off += 2;
+        if (consistency ? (a > arity || b >= arity) : (a >= arity || b >= arity)) {
+            *why = RS_WHY_COUNTS;
+            return RS_E_MALFORMED;
+        }
+        size_t hashes = consistency ? (size_t)a + b : b;
+        if ((len - off) / NODE < hashes) {
+            *why = RS_WHY_HASHES_TRUNCATED;
+            return RS_E_MALFORMED;
+        }
+        off += hashes * NODE;
+    }
+    if (off != len) {
+        *why = RS_WHY_TRAILING;
+        return RS_E_MALFORMED;
+    }
+    return 0;
+}
+
+int rs_parse_proof(const uint8_t *blob, size_t len, unsigned kind)
+{
+    int why = 0;
+    if (len < HEAD)
+        return RS_WHY_SHORT;
+    if (blob[0] != VERSION)
+        return RS_WHY_VERSION;
+    if (blob[1] != kind || (kind != KIND_INCLUSION && kind != KIND_CONSISTENCY))
+        return RS_WHY_KIND;
+    if (blob[2] < 2)
+        return RS_WHY_ARITY;
+    if (blob[83] > MAX_PROOF_LEVELS)
+        return RS_WHY_LEVELS;
+    if (parse_levels(blob + HEAD, len - HEAD, blob[83], blob[2], kind == KIND_CONSISTENCY, &why))
+        return why;
+    return 0;
+}
+
+/* Root recomputed from the levels of an inclusion proof (body: nlev well-formed levels of
+ * `len` bytes): 1 with out set, or 0 if a structural field disagrees with the sizes. */
+static int inclusion_root(unsigned n, uint64_t idx, uint64_t size, const uint8_t *leaf,
+                          const uint8_t *body, size_t len, unsigned nlev, uint8_t *out)
+{
+    if (n < 2 || n > MAX_ARITY || idx >= size)
+        return 0;
+    uint8_t node[NODE];
+    memcpy(node, leaf, NODE);
+    uint64_t length = size;
+    size_t off = 0;
+    for (unsigned i = 0; i < nlev; i++) {
+        if (len - off < 2)
+            return 0;
+        unsigned pos = body[off], k = body[off + 1];
+        off += 2;
+        if ((len - off) / NODE < k)
+            return 0;
+        if (pos != idx % n || length <= 1)
+            return 0;
+        uint64_t g = idx - pos;
+        uint64_t members = length - g < n ? length - g : n;
+        if (k != members - 1)
+            return 0;
+        if (k)
+            rs_hash_group_with(body + off, k + 1, pos, node, node);
+        off += (size_t)k * NODE;
+        idx /= n;
+        length = ceil_div(length, n);
+    }
+    if (length != 1)
+        return 0;
+    memcpy(out, node, NODE);
+    return 1;
+}
+
+int rs_inclusion_root(unsigned arity, uint64_t index, uint64_t size, const uint8_t *leaf,
+                      const uint8_t *enc, size_t len, unsigned nlev, uint8_t *out)
+{
+    int why = 0;
+    if (len < HEAD)
+        return RS_E_MALFORMED;
+    const uint8_t *body = enc + HEAD;
+    len -= HEAD;
+    if (arity < 2 || arity > MAX_ARITY || nlev > MAX_PROOF_LEVELS)
+        return 0;
+    if (parse_levels(body, len, nlev, arity, 0, &why))
+        return RS_E_MALFORMED;
+    return inclusion_root(arity, index, size, leaf, body, len, nlev, out);
+}
+
+int rs_verify_inclusion(unsigned arity, uint64_t index, uint64_t size, const uint8_t *root,
+                        const uint8_t *leaf, const uint8_t *enc, size_t len, unsigned nlev)
+{
+    uint8_t got[NODE];
+    int rc = rs_inclusion_root(arity, index, size, leaf, enc, len, nlev, got);
+    if (rc != 1)
+        return rc;
+    return memcmp(got, root, NODE) == 0;
+}
+
+int rs_verify_proof_bytes(const uint8_t *blob, size_t len, const uint8_t *root, uint64_t size)
+{
+    int why = rs_parse_proof(blob, len, KIND_INCLUSION);
+    if (why)
+        return -why;
+    if (get_u64(blob + 11) != size || memcmp(blob + 19, root, NODE) != 0)
+        return 0;
+    return rs_verify_inclusion(blob[2], get_u64(blob + 3), size, blob + 19, blob + 51, blob,
+                               len, blob[83]);
+}
+
+/* Walk of a consistency proof from old to new (old < new): both roots and the new tree's
+ * boundary-path node of every level (edges[0..nlev)), or 0 if the structure disagrees. */
+static int consistency_walk(unsigned n, uint64_t old, uint64_t new_, const uint8_t *body,
+                            size_t len, unsigned nlev, uint8_t *old_root, uint8_t *new_root,
+                            uint8_t (*edges)[NODE])
+{
+    uint64_t L[RS_VIEW_LEVELS];
+    unsigned nl = lengths_for(new_, n, L);
+    if (nlev != nl - 1)
+        return 0;
+    uint8_t old_edge[NODE], new_edge[NODE];
+    uint64_t bnd = old - 1;
+    size_t off = 0;
+    for (unsigned lvl = 0; lvl < nlev; lvl++) {
+        if (len - off < 2)
+            return 0;
+        unsigned ns = body[off], nn = body[off + 1];
+        off += 2;
+        if ((len - off) / NODE < (size_t)ns + nn)
+            return 0;
+        const uint8_t *shared = body + off;
+        uint64_t pos = bnd % n;
+        uint64_t g = bnd - pos;
+        uint64_t want_shared = lvl == 0 ? pos + 1 : pos;
+        uint64_t members = L[lvl] - g < n ? L[lvl] - g : n;
+        if (ns != want_shared || nn != members - pos - 1)
+            return 0;
+        if (lvl == 0) {
+            memcpy(new_edge, shared + (size_t)(ns - 1) * NODE, NODE);
+            if (edges)
+                memcpy(edges[0], new_edge, NODE);
+            two_groups(shared, ns, old_edge, shared, ns + nn, new_edge);
+        } else {
+            if (edges)
+                memcpy(edges[lvl], new_edge, NODE);
+            /* old group: shared + old edge; new group: shared + new edge + added */
+            uint8_t ga[NODE * MAX_ARITY], gb[NODE * MAX_ARITY];
+            size_t sb = (size_t)ns * NODE;
+            memcpy(ga, shared, sb);
+            memcpy(ga + sb, old_edge, NODE);
+            memcpy(gb, shared, sb);
+            memcpy(gb + sb, new_edge, NODE);
+            memcpy(gb + sb + NODE, shared + sb, (size_t)nn * NODE);
+            two_groups(ga, ns + 1, old_edge, gb, ns + nn + 1, new_edge);
+        }
+        off += ((size_t)ns + nn) * NODE;
+        bnd /= n;
+    }
+    memcpy(old_root, old_edge, NODE);
+    memcpy(new_root, new_edge, NODE);
+    return 1;
+}
+
+int rs_verify_consistency(unsigned arity, uint64_t old_size, uint64_t new_size,
+                          const uint8_t *old_root, const uint8_t *new_root, const uint8_t *enc,
+                          size_t len, unsigned nlev)
+{
+    int why = 0;
+    if (len < HEAD)
+        return RS_E_MALFORMED;
+    const uint8_t *body = enc + HEAD;
+    len -= HEAD;
+    if (arity < 2 || arity > MAX_ARITY || nlev > MAX_PROOF_LEVELS)
+        return 0;
+    if (parse_levels(body, len, nlev, arity, 1, &why))
+        return RS_E_MALFORMED;
+    if (old_size < 1 || old_size > new_size)
+        return 0;
+    if (old_size == new_size)
+        return nlev == 0 && memcmp(old_root, new_root, NODE) == 0;
+    uint8_t o[NODE], w[NODE];
+    if (!consistency_walk(arity, old_size, new_size, body, len, nlev, o, w, 0))
+        return 0;
+    return memcmp(o, old_root, NODE) == 0 && memcmp(w, new_root, NODE) == 0;
+}
+
+int rs_consistency_roots(unsigned arity, uint64_t old_size, uint64_t new_size,
+                         const uint8_t *enc, size_t len, unsigned nlev, uint8_t *old_root,
+                         uint8_t *new_root)
+{
+    int why = 0;
+    if (len < HEAD)
+        return RS_E_MALFORMED;
+    const uint8_t *body = enc + HEAD;
+    len -= HEAD;
+    if (arity < 2 || arity > MAX_ARITY || nlev > MAX_PROOF_LEVELS)
+        return 0;
+    if (parse_levels(body, len, nlev, arity, 1, &why))
+        return RS_E_MALFORMED;
+    if (old_size < 1 || old_size >= new_size)
+        return 0;
+    return consistency_walk(arity, old_size, new_size, body, len, nlev, old_root, new_root, 0);
+}
+
+/* Offsets of the nlev levels of a well-formed body. */
+static void level_offsets(const uint8_t *body, unsigned nlev, int consistency, size_t *offs)
+{
+    size_t off = 0;
+    for (unsigned i = 0; i < nlev; i++) {
+        offs[i] = off;
+        size_t hashes = consistency ? (size_t)body[off] + body[off + 1] : body[off + 1];
+        off += 2 + hashes * NODE;
+    }
+}
+
+int64_t rs_update_inclusion(unsigned arity, uint64_t old_size, uint64_t new_size,
+                            const uint8_t *cenc, size_t clen, unsigned cnlev, uint64_t index,
+                            const uint8_t *ienc, size_t ilen, unsigned inlev, uint8_t *out,
+                            size_t cap)
+{
+    int why = 0;
+    if (clen < HEAD || ilen < HEAD)
+        return RS_E_MALFORMED;
+    const uint8_t *cbody = cenc + HEAD, *ibody = ienc + HEAD;
+    clen -= HEAD;
+    ilen -= HEAD;
+    if (arity < 2 || arity > MAX_ARITY || cnlev > MAX_PROOF_LEVELS ||
+        inlev > MAX_PROOF_LEVELS || old_size < 1 || old_size >= new_size || index >= old_size)
+        return RS_E_ARG;
+    if (parse_levels(cbody, clen, cnlev, arity, 1, &why) ||
+        parse_levels(ibody, ilen, inlev, arity, 0, &why))
+        return RS_E_MALFORMED;
+    if (cap < rs_proof_capacity(arity, cnlev) - HEAD)
+        return RS_E_ARG;
+    uint8_t edges[RS_VIEW_LEVELS][NODE];
+    uint8_t o[NODE], w[NODE];
+    if (!consistency_walk(arity, old_size, new_size, cbody, clen, cnlev, o, w, edges))
+        return RS_E_ARG;
+    size_t coff[MAX_PROOF_LEVELS], ioff[MAX_PROOF_LEVELS];
+    level_offsets(cbody, cnlev, 1, coff);
+    level_offsets(ibody, inlev, 0, ioff);
+    uint8_t *p = out;
+    uint64_t idx = index, bnd = old_size - 1;
+    for (unsigned lvl = 0; lvl < cnlev; lvl++) {
+        unsigned pos = (unsigned)(idx % arity);
+        const uint8_t *c = cbody + coff[lvl];
+        unsigned ns = c[0], nn = c[1];
+        const uint8_t *shared = c + 2, *added = c + 2 + (size_t)ns * NODE;
+        uint8_t *head = p;
+        p += 2;
+        size_t k;
+        if (idx - pos != bnd - bnd % arity) { /* another group: old siblings unchanged */
+            if (lvl >= inlev)
+                return RS_E_ARG;
+            const uint8_t *il = ibody + ioff[lvl];
+            k = il[1];
+            memcpy(p, il + 2, k * NODE);
+        } else if (idx == bnd) { /* the boundary path itself */
+            size_t keep = lvl == 0 ? (size_t)ns - 1 : ns;
+            memcpy(p, shared, keep * NODE);
+            memcpy(p + keep * NODE, added, (size_t)nn * NODE);
+            k = keep + nn;
+        } else { /* the boundary's group: its old last member is replaced by the new one */
+            if (lvl >= inlev)
+                return RS_E_ARG;
+            const uint8_t *il = ibody + ioff[lvl];
+            size_t ik = il[1];
+            if (ik < 1)
+                return RS_E_ARG;
+            memcpy(p, il + 2, (ik - 1) * NODE);
+            memcpy(p + (ik - 1) * NODE, edges[lvl], NODE);
+            memcpy(p + ik * NODE, added, (size_t)nn * NODE);
+            k = ik + nn;
+        }
+        if (k >= arity)
+            return RS_E_ARG;
+        head[0] = (uint8_t)pos;
+        head[1] = (uint8_t)k;
+        p += k * NODE;
+        idx /= arity;
+        bnd /= arity;
+    }
+    return (int64_t)(p - out);
+}
