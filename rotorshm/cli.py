@@ -2,8 +2,9 @@
 
 Subcommands: serve (writer daemon), insert (submit leaves to a daemon), proof and
 consistency (from a published tree), verify (a proof file against a trusted root),
-status (of a published tree), inspect (offline check of a tree directory), demo
-(multi-process end-to-end run) and bench (forwards to `python -m bench`).
+status (of a published tree), inspect (offline check of a tree directory), http (serve a
+published tree over HTTP; needs the http extra), demo (multi-process end-to-end run) and
+bench (forwards to `python -m bench`).
 
 Exit codes: 0 success, 1 failure (runtime error, FAILED verification, corruption),
 2 bad usage or input (arguments, leaf lines, malformed proofs).
@@ -624,6 +625,29 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- http -------------------------------------------------------------------------------------
+
+def _cmd_http(args: argparse.Namespace) -> int:
+    try:
+        from .http import serve
+        from .http.server import parse_listen
+    except ImportError as exc:
+        raise UsageError(f"the HTTP server needs the http extra: pip install 'rotorshm[http]' "
+                         f"({exc})") from None
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        serve(tree_name(args.name), host=host, port=port, workers=args.workers,
+              token_file=args.token_file, max_body=args.max_body, server=args.server)
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
 # -- demo, bench ------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -734,6 +758,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("http", help="serve proofs, leaves and tiles of a published tree over HTTP")
+    p.add_argument("name", metavar="NAME", help=name_help)
+    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
+    p.add_argument("--workers", type=_count, default=1, help="worker processes (default 1)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="bearer token for POST /v1/leaves (without it inserting is refused)")
+    p.add_argument("--max-body", type=_count, default=1 << 20, metavar="BYTES",
+                   help="largest POST body accepted (default 1 MiB; 413 beyond)")
+    p.add_argument("--server", choices=("granian", "uvicorn"), default="granian",
+                   help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_http)
 
     p = sub.add_parser("demo", help="writer daemon + client + reader processes, end to end")
     p.add_argument("--leaves", type=_count, default=1_000_000)
