@@ -425,10 +425,13 @@ class ProofApp:
     # -- reads ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _snap_headers(snap: Snapshot, content_type: bytes) -> list[tuple[bytes, bytes]]:
-        root = snap.root
+    def _snap_headers(snap: Snapshot, content_type: bytes, size: int | None = None,
+                      root: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """Content type, and the size and root of the tree an answer is about."""
+        if size is None:
+            size, root = snap.size, snap.root
         return [(b"content-type", content_type),
-                (b"x-rotorshm-size", str(snap.size).encode()),
+                (b"x-rotorshm-size", str(size).encode()),
                 (b"x-rotorshm-root", root.hex().encode() if root is not None else b"")]
 
     def _root(self, scope: Scope, rest: list[str]) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -461,14 +464,16 @@ class ProofApp:
             raise HTTPError(404, f"size {size} is larger than the tree ({snap.size} leaves)")
         if index >= size:
             raise HTTPError(404, f"leaf {index} is not in a tree of {size} leaves")
+        # The answer names the tree the proof is for: the snapshot, or its past `size`.
         arg = None if size == snap.size else size
-        if _want_binary(scope):
-            return inclusion_bytes(snap, index, arg), self._snap_headers(snap, _BINARY)
-        proof = snap.generate_proof(index, arg).to_json()
-        root = snap.root
+        root = snap.root if arg is None else snap.root_at(size)
         assert root is not None
-        body = (f'{{"size":{snap.size},"root":"{root.hex()}","proof":{proof}}}').encode()
-        return body, self._snap_headers(snap, _JSON)
+        if _want_binary(scope):
+            return (inclusion_bytes(snap, index, arg),
+                    self._snap_headers(snap, _BINARY, size, root))
+        proof = snap.generate_proof(index, arg).to_json()
+        body = (f'{{"size":{size},"root":"{root.hex()}","proof":{proof}}}').encode()
+        return body, self._snap_headers(snap, _JSON, size, root)
 
     def _consistency(self, scope: Scope, rest: list[str]
                      ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -485,13 +490,11 @@ class ProofApp:
         if new > snap.size:
             raise HTTPError(404, f"to ({new}) is larger than the tree ({snap.size} leaves)")
         proof = snap.generate_consistency_proof(old, new)
+        root = proof.new_root  # the answer names the tree of `to` leaves
         if _want_binary(scope):
-            return proof.to_bytes(), self._snap_headers(snap, _BINARY)
-        root = snap.root
-        assert root is not None
-        body = (f'{{"size":{snap.size},"root":"{root.hex()}","proof":{proof.to_json()}}}'
-                ).encode()
-        return body, self._snap_headers(snap, _JSON)
+            return proof.to_bytes(), self._snap_headers(snap, _BINARY, new, root)
+        body = f'{{"size":{new},"root":"{root.hex()}","proof":{proof.to_json()}}}'.encode()
+        return body, self._snap_headers(snap, _JSON, new, root)
 
     def _leaf(self, scope: Scope, rest: list[str]) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         if len(rest) != 1:
