@@ -37,6 +37,7 @@ routes are few and fixed, so the framework buys little here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import os
@@ -169,10 +170,8 @@ class _Tree:
 
     def _take(self) -> None:
         assert self.reader is not None
-        try:
+        with contextlib.suppress(RotorError):
             self.last = self.reader.snapshot()
-        except RotorError:
-            pass
 
     def close(self) -> None:
         if self.reader is not None:
@@ -532,7 +531,7 @@ class ProofApp:
         final = length if level == 0 else length - 1
         if width is None and start + count > final:
             have = max(min(length - start, CHUNK_NODES), 0)
-            hint = f"; it has {have} nodes so far: .../{index}.p/{have}" if 0 < have else ""
+            hint = f"; it has {have} nodes so far: .../{index}.p/{have}" if have > 0 else ""
             raise HTTPError(404, f"tile {index} of level {level} is not complete{hint}")
         if start + count > length:
             raise HTTPError(404, f"level {level} has {length} nodes, fewer than "
@@ -551,10 +550,8 @@ class ProofApp:
 
     def _healthz(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         snap = self.tree.last
-        try:
+        with contextlib.suppress(HTTPError):
             snap = self.tree.snapshot()
-        except HTTPError:
-            pass
         ok = snap is not None
         body = json.dumps({
             "status": "ok" if ok else "no snapshot",

@@ -102,7 +102,7 @@ class Metrics:
             from prometheus_client import multiprocess
 
             registry = pc.CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         else:
             registry = self.registry
         return pc.generate_latest(registry), pc.CONTENT_TYPE_LATEST
