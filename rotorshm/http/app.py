@@ -531,7 +531,8 @@ class ProofApp:
         final = length if level == 0 else length - 1
         if width is None and start + count > final:
             have = max(min(length - start, CHUNK_NODES), 0)
-            hint = f"; it has {have} nodes so far: .../{index}.p/{have}" if have > 0 else ""
+            hint = (f"; it has {have} nodes so far: .../{index}.p/{have}"
+                    if 0 < have < CHUNK_NODES else "")
             raise HTTPError(404, f"tile {index} of level {level} is not complete{hint}")
         if start + count > length:
             raise HTTPError(404, f"level {level} has {length} nodes, fewer than "
