@@ -468,8 +468,13 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     if k == 1:
                         bar.advance("half load")
                         half = results["proofs/s 1 worker binary"]["summary"]["median"] / 2
-                        # each paced connection does ~1 request per (1 ms + latency)
-                        conns = max(1, round(half / 900))
+                        # A paced connection does one request per (1 ms + its latency): guess
+                        # the connections from the max rate, then correct once by measuring.
+                        conns = max(1, round(half * (0.001 + 1 / (2 * half))))
+                        probe = measure(p, server, script, BINARY, 1.0, delay_ms=1,
+                                        connections=conns)
+                        if probe.rate > 0:
+                            conns = max(1, round(conns * half / probe.rate))
                         load = measure(p, server, script, BINARY, p.duration * max(1, p.runs),
                                        delay_ms=1, connections=conns)
                         results["latency at half load 1 worker binary"] = common.latency_entry(

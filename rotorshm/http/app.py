@@ -139,6 +139,16 @@ def _published_seq(reader: Reader) -> int | None:
     return int(state.seq) if state is not None else None
 
 
+def _tree_directory(reader: Reader) -> str | None:
+    """The tree directory the writer daemon serves (its socket lives there)."""
+    directory = getattr(reader, "directory", None)
+    if isinstance(directory, str):
+        return directory
+    ctl = getattr(reader, "_ctl", None)
+    directory = getattr(ctl, "directory", None)
+    return directory if isinstance(directory, str) else None
+
+
 class _Tree:
     """The worker's view of the tree: its Reader, the last snapshot, the writer's liveness.
 
@@ -659,9 +669,8 @@ class ProofApp:
             raise HTTPError(503, "the writer is not alive: inserts are refused",
                             [(b"retry-after", b"1")])
         reader = self.tree.reader
-        if self.inserter.directory is None and reader is not None:
-            ctl = getattr(reader, "_ctl", None)
-            self.inserter.directory = getattr(ctl, "directory", None)
+        if reader is not None:  # (a restarted writer may serve another directory)
+            self.inserter.directory = _tree_directory(reader)
         try:
             seq, size, root, done = await self.inserter.insert(data, durable)
         except InvalidLeaf as exc:
