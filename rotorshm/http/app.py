@@ -28,10 +28,9 @@ for an unknown path or an index or size the tree does not have (yet); 401/403 fo
 token rule; 405 for a wrong method; 413 for a body over the limit. An unexpected error is
 a 500 with a JSON body and never takes the worker down.
 
-Why a bare ASGI callable rather than Starlette: on the proof endpoint under the same
-server a bare callable served about 1.4x the requests of the same handler behind
-Starlette's router and Response classes (see the comment in server.py for numbers); the
-routes are few and fixed, so the framework buys little here.
+Why a bare ASGI callable rather than Starlette: measured in process, a request cost 58-76 µs
+of CPU here and 85-97 µs behind Starlette's router and Response (server.py has the
+numbers); the routes are few and fixed, so the framework buys little.
 """
 
 from __future__ import annotations
