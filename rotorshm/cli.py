@@ -656,7 +656,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     config = DemoConfig(
         leaves=args.leaves, readers=args.readers, batch=args.batch, arity=args.arity,
         keep=args.keep, pin_above_level=args.pin_above_level, seed=args.seed,
-        progress=not args.quiet,
+        progress=not args.quiet, http=args.http,
     )
     result = run_demo(config)
     print(format_summary(result))
@@ -780,6 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="levels at or above this live in shared memory (default 2)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the temporary tree directory")
+    p.add_argument("--http", action="store_true",
+                   help="also serve the tree with `rotorshm http` (2 workers); the readers "
+                        "fetch and verify proofs over HTTP too (needs the http extra)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 

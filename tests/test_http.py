@@ -425,3 +425,12 @@ def test_writer_restart_is_survived(tmp_path: Path) -> None:
         assert proof.leaf == leaf(LEAVES + 50)
         r = c.post("/v1/leaves", content=leaf_range(0, 2), headers=auth)
         assert r.status_code == 200, r.text
+
+
+def test_demo_http() -> None:
+    res = subprocess.run([sys.executable, "-m", "rotorshm", "demo", "--http", "--leaves",
+                          "20000", "--batch", "1000", "-q"], capture_output=True, text=True,
+                         env=child_env(), cwd=str(REPO_ROOT), timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "HTTP proofs" in res.stdout and "each verified" in res.stdout
+    assert "result              OK" in res.stdout or res.stdout.rstrip().endswith("OK")
