@@ -640,7 +640,8 @@ def _cmd_http(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         serve(tree_name(args.name), host=host, port=port, workers=args.workers,
-              token_file=args.token_file, max_body=args.max_body, server=args.server)
+              token_file=args.token_file, max_body=args.max_body, server=args.server,
+              key_file=args.key, checkpoint_interval=args.checkpoint_interval)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
@@ -769,7 +770,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest POST body accepted (default 1 MiB; 413 beyond)")
     p.add_argument("--server", choices=("granian", "uvicorn"), default="granian",
                    help=argparse.SUPPRESS)
+    p.add_argument("--key", metavar="KEYFILE",
+                   help="signer key (rotorshm keygen): serve a signed GET /checkpoint")
+    p.add_argument("--checkpoint-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="re-sign the checkpoint at most this often (default 1)")
     p.set_defaults(func=_cmd_http)
+
+    from .tlog_cli import add_commands  # keygen, tiles export, remote proof|watch
+
+    add_commands(sub, _count, _index)
 
     p = sub.add_parser("demo", help="writer daemon + client + reader processes, end to end")
     p.add_argument("--leaves", type=_count, default=1_000_000)

@@ -29,6 +29,7 @@ import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import RotorError
 
@@ -47,7 +48,7 @@ class InvalidSignature(RotorError, ValueError):
     signature on it fails; also a malformed key text."""
 
 
-def _ed25519() -> tuple[type, type, type]:
+def _ed25519() -> tuple[Any, Any, type[Exception]]:
     try:
         from cryptography.exceptions import InvalidSignature as BadSig
         from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -61,7 +62,7 @@ def _ed25519() -> tuple[type, type, type]:
 
 
 def check_key_name(name: object) -> str:
-    """A key name: non-empty, no Unicode space, no '+', no control character; else InvalidSignature."""
+    """A key name: non-empty, no Unicode space, '+' or control character (InvalidSignature)."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
         raise InvalidSignature(f"a key name is 1..{MAX_NAME_CHARS} characters, got {name!r:.80}")
     for ch in name:

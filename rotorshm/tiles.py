@@ -58,7 +58,7 @@ class ExportError(RotorError):
 
 def final_nodes(size: int, arity: int, level: int) -> int:
     """Number of final (never changing) nodes of `level` in a tree of `size` leaves."""
-    return size // arity**level
+    return size // int(arity**level)
 
 
 def tile_stride(arity: int) -> int:

@@ -408,6 +408,11 @@ class ProofApp:
             elif path == "/openapi.json":
                 endpoint = "openapi"
                 body, headers = self._openapi_doc()
+            elif path == "/checkpoint" or path.startswith("/tile/"):
+                # tlog-shaped routes at the root, beside /v1 (issue 12): rotorshm/http/tlog.py
+                from .tlog import handle as tlog_handle
+
+                endpoint, body, headers = tlog_handle(self, path, method)
             else:
                 raise HTTPError(404, f"no such endpoint: {path[:100]}")
         except _NotModified as exc:

@@ -53,11 +53,15 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 @contextlib.contextmanager
-def _environment(name: str, token_file: str | None, max_body: int) -> Iterator[str]:
+def _environment(name: str, token_file: str | None, max_body: int,
+                 tlog: dict[str, str] | None = None) -> Iterator[str]:
     """Export the workers' configuration and a fresh multi-process metrics directory."""
     metrics_dir = tempfile.mkdtemp(prefix="rotorshm-http-metrics-")
+    tlog = tlog or {}
     saved = {k: os.environ.get(k) for k in ("ROTORSHM_HTTP_NAME", "ROTORSHM_HTTP_TOKEN_FILE",
-                                            "ROTORSHM_HTTP_MAX_BODY", "PROMETHEUS_MULTIPROC_DIR")}
+                                            "ROTORSHM_HTTP_MAX_BODY", "PROMETHEUS_MULTIPROC_DIR",
+                                            *tlog)}
+    os.environ.update(tlog)
     os.environ["ROTORSHM_HTTP_NAME"] = name
     os.environ["ROTORSHM_HTTP_MAX_BODY"] = str(max_body)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -100,8 +104,13 @@ def _run_uvicorn(host: str, port: int, workers: int) -> None:
 
 def serve(name: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
           token_file: str | None = None, max_body: int = DEFAULT_MAX_BODY,
-          server: str = DEFAULT_SERVER) -> None:
-    """Serve tree `name` over HTTP with `workers` worker processes until SIGINT/SIGTERM."""
+          server: str = DEFAULT_SERVER, key_file: str | None = None,
+          checkpoint_interval: float = 1.0) -> None:
+    """Serve tree `name` over HTTP with `workers` worker processes until SIGINT/SIGTERM.
+
+    `key_file` (a `rotorshm keygen` signer key) enables the signed GET /checkpoint,
+    re-signed at most every `checkpoint_interval` seconds (rotorshm/http/tlog.py).
+    """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if server not in SERVERS:
@@ -114,7 +123,15 @@ def serve(name: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"rotorshm: serving tree {name!r} over HTTP on http://{host}:{port} with {workers} "
           f"{server} worker(s)", file=sys.stderr, flush=True)
-    with _environment(name, token_file, max_body):
+    tlog: dict[str, str] = {}
+    if key_file is not None:  # the signed checkpoint of the tlog routes (issue 12)
+        from ..note import Signer
+        from .tlog import INTERVAL_ENV, KEY_ENV
+
+        with open(key_file, encoding="utf-8") as f:  # fail here, not in every worker
+            Signer.from_text(f.read())
+        tlog = {KEY_ENV: os.path.abspath(key_file), INTERVAL_ENV: str(checkpoint_interval)}
+    with _environment(name, token_file, max_body, tlog):
         if server == "granian":
             _run_granian(host, port, workers)
         else:
