@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from .errors import IndexOutOfRange, InvalidProof, RotorError
-from .hashing import NODE_SIZE, hash_children, level_lengths
+from .hashing import NODE_SIZE, hash_children, hash_groups, level_lengths
 from .levels import Level
 from .note import Verifier
 from .proof import ConsistencyProof, InclusionProof
@@ -91,23 +91,29 @@ class _State:
 
     checkpoint: Checkpoint
     lengths: tuple[int, ...]
-    partials: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    finals: tuple[int, ...] = ()
+    partials: dict[tuple[int, int], tuple[bytes, ...]] = field(default_factory=dict)
     frontier: tuple[bytes, ...] = ()
 
 
 class _TileLevel:
     """A tree level as `Snapshot` reads it (`read`, `node`), answered from tiles."""
 
-    __slots__ = ("_nodes", "level")
+    __slots__ = ("_nodes", "_run", "level")
 
-    def __init__(self, nodes: Callable[[int, int], bytes], level: int) -> None:
+    def __init__(self, nodes: Callable[[int, int], bytes],
+                 run: Callable[[int, int, int], bytes | None], level: int) -> None:
         self._nodes = nodes
+        self._run = run
         self.level = level
 
     def node(self, index: int) -> bytes:
         return self._nodes(self.level, index)
 
     def read(self, start: int, count: int) -> bytes:
+        data = self._run(self.level, start, count)
+        if data is not None:
+            return data
         return b"".join(self._nodes(self.level, j) for j in range(start, start + count))
 
 
@@ -135,7 +141,9 @@ class RemoteTree:
             timeout=httpx.Timeout(timeout), follow_redirects=True,
             headers={"user-agent": "rotorshm-remote"},
             transport=httpx.HTTPTransport(retries=self.retries))
-        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        # (level, index) -> the tile and the levels above it hashed from it (`_expand`)
+        self._cache: OrderedDict[tuple[int, int], tuple[bytes, ...]] = OrderedDict()
+        self._spans = [arity**r for r in range(self.stride)]
         self._state: _State | None = None
         self._trusted = trusted  # a (size, root) pinned by the caller, checked on first use
         self._used: set[tuple[int, int]] = set()
@@ -194,58 +202,90 @@ class RemoteTree:
 
     # -- nodes from tiles ----------------------------------------------------------------------
 
-    def _tile(self, state: _State, level: int, index: int) -> bytes:
+    def _expand(self, data: bytes) -> tuple[bytes, ...]:
+        """The tile, then for r = 1 … stride−1 the level-r nodes of its complete groups."""
+        out = [data]
+        n = self.arity
+        cur = data
+        for _ in range(1, self.stride):
+            count = len(cur) // NODE_SIZE
+            count -= count % n
+            cur = hash_groups(cur, count, n) if count else b""
+            out.append(cur)
+        return tuple(out)
+
+    def _tile(self, state: _State, level: int, index: int) -> tuple[bytes, ...]:
         """Tile `index` of tile level `level` as far as `state`'s tree has final nodes."""
-        final = final_nodes(state.checkpoint.size, self.arity, level)
+        final = state.finals[level]
         if (index + 1) * TILE_NODES <= final:
             key = (level, index)
-            data = self._cache.get(key)
-            if data is not None:
+            tile = self._cache.get(key)
+            if tile is not None:
                 self._cache.move_to_end(key)
                 self.stats.cache_hits += 1
             else:
-                data = self._fetch_tile(level, index, None)
+                tile = self._expand(self._fetch_tile(level, index, None))
                 if self.cache_tiles:
-                    self._cache[key] = data
+                    self._cache[key] = tile
                     if len(self._cache) > self.cache_tiles:
                         self._cache.popitem(last=False)
             self._used.add(key)
-            return data
+            return tile
         width = final - index * TILE_NODES
         if width <= 0:
             raise InvalidProof(f"level {level} has no final node {index * TILE_NODES}")
         part = state.partials.get((level, index))
         if part is None:
-            part = state.partials[(level, index)] = self._fetch_tile(level, index, width)
+            part = state.partials[(level, index)] = self._expand(
+                self._fetch_tile(level, index, width))
         return part
 
     def _node(self, state: _State, level: int, j: int) -> bytes:
         """Node j of `level` in `state`'s tree: from a tile, or hashed from the level below."""
+        finals = state.finals
+        if level < len(finals) and 0 <= j < finals[level]:
+            # Final: in the tile of the band's bottom level holding its subtree, where
+            # `_expand` hashed it already.
+            r = level % self.stride
+            span = self._spans[r]
+            t, off = divmod(j * span, TILE_NODES)
+            o = (off // span) * NODE_SIZE
+            return self._tile(state, level - r, t)[r][o : o + NODE_SIZE]
         key = (level, j)
         memo = self._memo.get(key)
         if memo is not None:
             return memo
         lengths = state.lengths
-        if level >= len(lengths) or not 0 <= j < lengths[level]:
+        if level >= len(lengths) or not 0 <= j < lengths[level] or level == 0:
             raise IndexOutOfRange(f"node {j} not on level {level}")
-        final = j < final_nodes(state.checkpoint.size, self.arity, level)
-        if final and level % self.stride == 0:
-            t, off = divmod(j, TILE_NODES)
-            data = self._tile(state, level, t)
-            value = data[off * NODE_SIZE : (off + 1) * NODE_SIZE]
-        else:  # a level between tile levels, or the right edge (in no tile): hash children
-            n = self.arity
-            below = lengths[level - 1]
-            value = hash_children(
-                [self._node(state, level - 1, c) for c in range(j * n, min(j * n + n, below))])
+        # The right edge (in no tile): hash its children.
+        n = self.arity
+        below = lengths[level - 1]
+        value = hash_children(
+            [self._node(state, level - 1, c) for c in range(j * n, min(j * n + n, below))])
         self._memo[key] = value
         return value
+
+    def _run_of_nodes(self, state: _State, level: int, start: int, count: int) -> bytes | None:
+        """Final nodes start..start+count-1 of `level` in one slice, if one tile holds them."""
+        if count <= 0 or start + count > state.finals[level]:
+            return None
+        r = level % self.stride
+        span = self._spans[r]
+        t, off = divmod(start * span, TILE_NODES)
+        if ((start + count) * span - 1) // TILE_NODES != t:
+            return None
+        o = (off // span) * NODE_SIZE
+        return self._tile(state, level - r, t)[r][o : o + count * NODE_SIZE]
 
     def _snapshot(self, state: _State) -> Snapshot:
         def nodes(level: int, j: int) -> bytes:
             return self._node(state, level, j)
 
-        levels = [_TileLevel(nodes, lvl) for lvl in range(len(state.lengths))]
+        def run(level: int, start: int, count: int) -> bytes | None:
+            return self._run_of_nodes(state, level, start, count)
+
+        levels = [_TileLevel(nodes, run, lvl) for lvl in range(len(state.lengths))]
         return Snapshot(cast(Sequence[Level], levels), self.arity, state.checkpoint.size,
                         state.lengths, state.frontier)
 
@@ -281,7 +321,9 @@ class RemoteTree:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def _load_state(self, cp: Checkpoint) -> _State:
-        state = _State(cp, level_lengths(cp.size, self.arity))
+        lengths = level_lengths(cp.size, self.arity)
+        finals = tuple(final_nodes(cp.size, self.arity, lvl) for lvl in range(len(lengths)))
+        state = _State(cp, lengths, finals)
         self._right_edge(state)
         return state
 
