@@ -298,7 +298,7 @@ class _Writer:
     def drain(self) -> None:
         """Write every pending file (errors propagate)."""
         jobs, self._pending = self._pending, []
-        if len(jobs) < 16:
+        if len(jobs) < 4:
             for job in jobs:
                 self._write_file(job)
             return
@@ -315,7 +315,6 @@ class _Writer:
     def sync(self) -> None:
         """Write (and sync) what is pending, then make the directory entries durable."""
         self.drain()
-        self.close()
         if not self.files:
             return
         todo: set[str] = set()
@@ -323,8 +322,13 @@ class _Writer:
             while d not in todo and len(d) > len(self.out):
                 todo.add(d)
                 d = os.path.dirname(d)
-        for d in sorted(todo, key=len, reverse=True):
-            _fsync_dir(d)
+        if len(todo) < 4 or self._pool is None:
+            for d in todo:
+                _fsync_dir(d)
+        else:
+            for _ in self._pool.map(_fsync_dir, sorted(todo)):
+                pass
+        self.close()
 
 
 def read_export_checkpoint(out: str, verifier: Verifier, arity: int) -> Checkpoint | None:
