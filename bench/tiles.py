@@ -207,6 +207,25 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     common.print_table(title, common.table_rows(results, verdicts, show_metric=True),
                        common.TABLE_COLUMNS, common.TABLE_ALIGN)
     print(f"runtime {elapsed:.1f} s")
+    cold_key, warm_key = ("requests per proof, cold cache",
+                          "requests per proof, warm cache (checkpoint refetched)")
+    bytes_keys = [k for k in results if k.startswith("bytes for ")]
+    plots: list[dict[str, Any]] = [
+        {"file": "tiles_requests.png",
+         "title": f"HTTP requests per verified remote proof, {n:,} leaves, arity {ARITY} "
+                  f"(target: depth + 1 = {depth + 1} cold, 2 warm)",
+         "xlabel": "cache", "ylabel": "requests (median; max as second bar)",
+         "xscale": "linear", "yscale": "linear", "kind": "bar",
+         "series": [{"label": metric, "x": ["cold", "warm"],
+                     "y": [results[k]["summary"][metric] for k in (cold_key, warm_key)]}
+                    for metric in ("median", "max")]},
+        {"file": "tiles_bytes.png",
+         "title": f"bytes downloaded for {p['proofs']:,} random proofs: tiles vs fetched proofs",
+         "xlabel": "how", "ylabel": "MiB", "xscale": "linear", "yscale": "linear",
+         "kind": "bar",
+         "series": [{"label": "MiB", "x": [k.removeprefix("bytes for ") for k in bytes_keys],
+                     "y": [results[k]["summary"]["median"] / 2**20 for k in bytes_keys]}]},
+    ]
     payload: dict[str, Any] = {
         "benchmark": SCENARIO,
         "schema": 1,
@@ -215,7 +234,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                        **p},
         "results": results,
         "targets": verdicts,
-        "plots": [],
+        "plots": plots,
         "runtime_s": elapsed,
     }
     common.write_results(payload, args.out, plot_errors_fatal=False)
