@@ -260,7 +260,7 @@ class _Writer:
     files are synced (not the whole file system, as syncfs would).
     """
 
-    WRITE_THREADS = 16
+    WRITE_THREADS = 32
     BATCH = 512
 
     def __init__(self, out: str) -> None:

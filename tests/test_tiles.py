@@ -44,6 +44,7 @@ from rotorshm.tiles import (  # noqa: E402
     InvalidCheckpoint,
     encode_index,
     export,
+    open_checkpoint,
     parse_checkpoint,
     parse_tile_path,
     shape_line,
@@ -371,9 +372,28 @@ def test_live_server_and_export_serve_one_layout(tmp_path: Path, static: tuple[P
                     == snap.generate_proof(i)
             assert (out / tile_path(0, 1)).read_bytes() == httpx.get(
                 url + "/" + tile_path(0, 1)).content
-            # The tree grows: the live checkpoint follows (bounded wait), consistently.
-            with rotorshm.connect(directory) as client:
-                client.insert_many(leaf_range(3000, 4000))
+            # The tree grows: the live checkpoint and a `tiles export --watch` follow it
+            # (bounded waits), consistently.
+            watch_out = tmp_path / "watched"
+            watch = subprocess.Popen(
+                [sys.executable, "-m", "rotorshm", "tiles", "export", name, str(watch_out),
+                 "--key", str(key), "--watch", "--interval", "0.05", "--quiet"],
+                stdin=subprocess.DEVNULL, env=child_env(), cwd=str(REPO_ROOT))
+            try:
+                with rotorshm.connect(directory) as client:
+                    client.insert_many(leaf_range(3000, 4000))
+                for _ in range(400):
+                    if (watch_out / "checkpoint").exists() and open_checkpoint(
+                            (watch_out / "checkpoint").read_bytes(), verifier, arity=4
+                    ).size == 4000:
+                        break
+                    assert watch.poll() is None
+                    time.sleep(0.05)
+                else:
+                    raise AssertionError("tiles export --watch did not reach 4000 leaves")
+            finally:
+                watch.send_signal(signal.SIGTERM)
+                assert watch.wait(TIMEOUT) == 0
             for _ in range(200):
                 if live.checkpoint()[0] == 4000:
                     break
