@@ -16,6 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -424,3 +425,46 @@ def test_live_server_and_export_serve_one_layout(tmp_path: Path, static: tuple[P
         left = segments_of(name)
         unlink_segments(name)
         assert not left, f"segments left behind: {left}"
+
+
+def test_superseded_partial_tile_falls_back_to_the_full_one(static: tuple[Path, str]) -> None:
+    """A client on an older checkpoint whose partial tile was removed uses the full tile."""
+    out, url, t = _tamper_setup(static)
+    old_note = (out / "checkpoint").read_text()
+    old = t.snapshot()
+    t.insert_many(leaf_range(5000, 6000))
+    export(t.snapshot(), str(out), SIGNER)
+    assert not (out / tile_path(0, 5000 // 128, 5000 % 128)).exists()
+    (out / "checkpoint").write_text(old_note)  # as if fetched just before the export
+    with RemoteTree(url, SIGNER.verifier, arity=4) as remote:
+        assert remote.checkpoint() == (5000, old.root)
+        assert remote.generate_proof(4999) == old.generate_proof(4999)
+
+
+def test_retries_and_fetch_errors() -> None:
+    """5xx answers are retried (bounded); a log that keeps failing is a FetchError."""
+    from rotorshm.remote import FetchError
+
+    t = tree(4, 300)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder_path = Path(tmp)
+        export(t.snapshot(), str(folder_path), SIGNER)
+        calls = {"n": 0}
+
+        def flaky(request: httpx.Request) -> httpx.Response:
+            calls["n"] += 1
+            if calls["n"] % 2:  # every first attempt fails
+                return httpx.Response(503)
+            path = folder_path / request.url.path.lstrip("/")
+            if path.is_file():
+                return httpx.Response(200, content=path.read_bytes())
+            return httpx.Response(404)
+
+        client = httpx.Client(transport=httpx.MockTransport(flaky))
+        remote = RemoteTree("http://log.invalid", SIGNER.verifier, arity=4, client=client,
+                            retries=1)
+        assert remote.generate_proof(7) == t.snapshot().generate_proof(7)
+        down = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(502)))
+        with pytest.raises(FetchError):
+            RemoteTree("http://log.invalid", SIGNER.verifier, arity=4, client=down,
+                       retries=2).checkpoint()
