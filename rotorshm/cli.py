@@ -3,8 +3,10 @@
 Subcommands: serve (writer daemon), insert (submit leaves to a daemon), proof and
 consistency (from a published tree), verify (a proof file against a trusted root),
 status (of a published tree), inspect (offline check of a tree directory), http (serve a
-published tree over HTTP; needs the http extra), demo (multi-process end-to-end run) and
-bench (forwards to `python -m bench`).
+published tree over HTTP; needs the http extra), keygen, tiles export and remote
+proof|watch (signed checkpoints, static tiles, verifying client; the tiles extra,
+rotorshm/tlog_cli.py), demo (multi-process end-to-end run) and bench (forwards to
+`python -m bench`).
 
 Exit codes: 0 success, 1 failure (runtime error, FAILED verification, corruption),
 2 bad usage or input (arguments, leaf lines, malformed proofs).
