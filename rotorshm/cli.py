@@ -3,8 +3,10 @@
 Subcommands: serve (writer daemon), insert (submit leaves to a daemon), proof and
 consistency (from a published tree), verify (a proof file against a trusted root),
 status (of a published tree), cleanup (what a dead writer left), inspect (offline check
-of a tree directory), demo (multi-process end-to-end run) and bench (the benchmark
-suite).
+of a tree directory), http (serve a published tree over HTTP; needs the http extra),
+keygen, tiles export and remote proof|watch (signed checkpoints, static tiles, verifying
+client; the tiles extra, rotorshm/tlog_cli.py), demo (multi-process end-to-end run) and
+bench (the benchmark suite).
 
 Addressing: every TREE argument is a directory or a name. It is a directory if it
 contains a '/', is '.' or '..', or names an existing directory; otherwise it is the name
@@ -1047,6 +1049,30 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- http -------------------------------------------------------------------------------------
+
+def _cmd_http(args: argparse.Namespace) -> int:
+    try:
+        from .http import serve
+        from .http.server import parse_listen
+    except ImportError as exc:
+        raise UsageError(f"the HTTP server needs the http extra: pip install 'rotorshm[http]' "
+                         f"({exc})") from None
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        serve(resolve(args.name).require_name(), host=host, port=port, workers=args.workers,
+              token_file=args.token_file, max_body=args.max_body, server=args.server,
+              key_file=args.key, checkpoint_interval=args.checkpoint_interval)
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
 # -- demo, bench ------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -1055,7 +1081,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     config = DemoConfig(
         leaves=args.leaves, readers=args.readers, batch=args.batch, arity=args.arity,
         keep=args.keep, pin_above_level=args.pin_above_level, seed=args.seed,
-        progress=not args.quiet,
+        progress=not args.quiet, http=args.http,
     )
     result = run_demo(config)
     print(format_summary(result))
@@ -1191,6 +1217,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_inspect)
 
+    p = sub.add_parser("http", help="serve proofs, leaves and tiles of a published tree over HTTP")
+    p.add_argument("name", metavar="TREE", help=TREE_HELP)
+    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
+    p.add_argument("--workers", type=_count, default=1, help="worker processes (default 1)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="bearer token for POST /v1/leaves (without it inserting is refused)")
+    p.add_argument("--max-body", type=_count, default=1 << 20, metavar="BYTES",
+                   help="largest POST body accepted (default 1 MiB; 413 beyond)")
+    p.add_argument("--server", choices=("granian", "uvicorn"), default="granian",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--key", metavar="KEYFILE",
+                   help="signer key (rotorshm keygen): serve a signed GET /checkpoint")
+    p.add_argument("--checkpoint-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="re-sign the checkpoint at most this often (default 1)")
+    p.set_defaults(func=_cmd_http)
+
+    from .tlog_cli import add_commands  # keygen, tiles export, remote proof|watch
+
+    add_commands(sub, _count, _index)
+
     p = sub.add_parser("demo", help="writer daemon + client + reader processes, end to end")
     p.add_argument("--leaves", type=_count, default=1_000_000,
                    help="leaves to insert (default 1,000,000)")
@@ -1204,6 +1250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_index, default=1,
                    help="seed of the readers' random leaf choices (default 1)")
     p.add_argument("--keep", action="store_true", help="keep the temporary tree directory")
+    p.add_argument("--http", action="store_true",
+                   help="also serve the tree with `rotorshm http` (2 workers); the readers "
+                        "fetch and verify proofs over HTTP too (needs the http extra)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 

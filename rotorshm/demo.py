@@ -8,6 +8,10 @@ proof between successive snapshots. Leaf i is hash_leaf(i as 8 little-endian byt
 reader can check the proven leaf's content too. At the end it compares the final root
 with an in-memory LeanIMT, stops the daemon with SIGTERM, checks its exit code, inspects
 the directory offline and looks for leftovers in /dev/shm.
+
+With `--http` (the http extra installed) it also runs `rotorshm http` with two worker
+processes on a free 127.0.0.1 port, and every reader fetches one proof per snapshot over
+HTTP and verifies it against the size and root of the same response.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class DemoConfig:
     seed: int = 1
     progress: bool = True
     proofs_per_snapshot: int = 8
+    http: bool = False
 
     def __post_init__(self) -> None:
         # Checked before anything runs, so a bad value never yields a half-run summary.
@@ -78,6 +83,8 @@ class ReaderStats:
     last_size: int = 0
     first_failure: str | None = None
     error: str | None = None
+    http_proofs: int = 0
+    http_workers: list[str] = field(default_factory=list)
 
     @property
     def proofs_per_second(self) -> float:
@@ -107,6 +114,7 @@ class DemoResult:
     leftovers: list[str] = field(default_factory=list)
     kept: bool = False
     errors: list[str] = field(default_factory=list)
+    http_url: str | None = None
 
     @property
     def failures(self) -> int:
@@ -119,7 +127,8 @@ class DemoResult:
         return (not self.errors and self.failures == 0 and self.root_matches
                 and self.published_matches and self.daemon_exit == 0 and self.on_disk_ok
                 and not self.leftovers and self.leaves == self.config.leaves
-                and len(self.readers) == self.config.readers)
+                and len(self.readers) == self.config.readers
+                and (not self.config.http or all(r.http_proofs for r in self.readers)))
 
 
 def demo_leaf(i: int) -> bytes:
@@ -158,7 +167,7 @@ class _Reservoir:
 # -- reader processes -------------------------------------------------------------------------
 
 def reader_main(name: str, index: int, seed: int, per_snapshot: int, stop: EventType,
-                out: Any) -> None:
+                out: Any, http_url: str | None = None) -> None:
     """Body of one reader process: attach, then snapshot, prove and verify until `stop`.
 
     Sends ("ready", index) once attached and ("done", ReaderStats) at the end, also
@@ -166,14 +175,60 @@ def reader_main(name: str, index: int, seed: int, per_snapshot: int, stop: Event
     """
     stats = ReaderStats(index)
     try:
-        _reader_loop(name, seed, per_snapshot, stop, out, stats)
+        _reader_loop(name, seed, per_snapshot, stop, out, stats, http_url)
     except BaseException:  # noqa: BLE001 - reported to the parent, never lost
         stats.error = traceback.format_exc(limit=8)
     out.put(("done", stats))
 
 
+class _HttpProver:
+    """A reader's keep-alive HTTP connection to `rotorshm http` (reopened now and then, so
+    that the readers' requests spread over the server's workers)."""
+
+    def __init__(self, url: str) -> None:
+        host, _, port = url.removeprefix("http://").rpartition(":")
+        self._host, self._port = host, int(port)
+        self._conn = self._new()
+        self._count = 0
+
+    def _new(self) -> Any:
+        import http.client
+
+        return http.client.HTTPConnection(self._host, self._port, timeout=30)
+
+    def check(self, index: int, stats: ReaderStats, fail: Any) -> None:
+        """Fetch the binary proof of leaf `index`; verify it against the response's root."""
+        from .proof import InclusionProof
+
+        self._count += 1
+        if self._count % 50 == 0:
+            self._conn.close()
+            self._conn = self._new()
+        self._conn.request("GET", f"/v1/proof/{index}",
+                           headers={"Accept": "application/octet-stream"})
+        resp = self._conn.getresponse()
+        body = resp.read()
+        stats.http_proofs += 1
+        worker = resp.getheader("x-rotorshm-worker") or "?"
+        if worker not in stats.http_workers:
+            stats.http_workers.append(worker)
+        if resp.status != 200:
+            fail(f"HTTP proof of leaf {index}: status {resp.status}: {body[:200]!r}")
+            return
+        size = int(resp.getheader("x-rotorshm-size") or 0)
+        root = bytes.fromhex(resp.getheader("x-rotorshm-root") or "")
+        proof = InclusionProof.from_bytes(body)
+        if not proof.verify_against(root, size):
+            fail(f"HTTP proof of leaf {index} does not verify against its response's root")
+        elif proof.leaf != demo_leaf(index):
+            fail(f"HTTP proof: leaf {index} holds {proof.leaf.hex()}")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def _reader_loop(name: str, seed: int, per_snapshot: int, stop: EventType, out: Any,
-                 stats: ReaderStats) -> None:
+                 stats: ReaderStats, http_url: str | None = None) -> None:
     from .reader import attach
 
     rng = random.Random(seed)
@@ -187,6 +242,7 @@ def _reader_loop(name: str, seed: int, per_snapshot: int, stop: EventType, out: 
         if stats.first_failure is None:
             stats.first_failure = msg
 
+    prover = _HttpProver(http_url) if http_url else None
     with attach(name) as reader:
         out.put(("ready", stats.index))
         start: float | None = None  # the clock starts with the first leaf
@@ -226,10 +282,14 @@ def _reader_loop(name: str, seed: int, per_snapshot: int, stop: EventType, out: 
                     fail(f"proof of leaf {i} at size {size} does not verify")
                 elif proof.leaf != demo_leaf(i):
                     fail(f"leaf {i} holds {proof.leaf.hex()}, not the leaf inserted there")
+            if prover is not None:
+                prover.check(rng.randrange(size), stats, fail)
             if final:
                 break
         stats.elapsed = time.perf_counter() - start if start is not None else 0.0
         stats.last_size = prev[0] if prev else 0
+    if prover is not None:
+        prover.close()
     stats.proof_ns = proof_lat.values
     stats.snapshot_ns = snap_lat.values
 
@@ -282,6 +342,55 @@ def _start_daemon(cfg: DemoConfig, tree_dir: str, name: str,
                        + (f"; its log ends with:\n{tail}" if tail else ""))
 
 
+def _start_http(name: str, log: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `rotorshm http NAME` (2 workers, free loopback port); wait for both workers."""
+    import http.client
+    import socket
+
+    from .spawn import rotorshm_argv
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(rotorshm_argv("http", name, "--listen", f"127.0.0.1:{port}",
+                                          "--workers", "2"),
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            start_new_session=True)
+    deadline = time.monotonic() + SERVE_TIMEOUT
+    seen: set[str] = set()
+    while len(seen) < 2:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _kill_group(proc)
+            log.flush()
+            raise RuntimeError(f"rotorshm http did not come up; its log ends with:\n"
+                               f"{log_tail(log.name)}")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/healthz")
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 200:
+                seen.add(resp.getheader("x-rotorshm-worker") or "?")
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            conn.close()
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group of `proc` (its own session), then SIGKILL what is left."""
+    import contextlib
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL if the process does not exit."""
     if proc.poll() is not None:
@@ -314,14 +423,21 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     out = ctx.Queue()
     readers: list[multiprocessing.process.BaseProcess] = []
     proc: subprocess.Popen[bytes] | None = None
+    http_proc: subprocess.Popen[bytes] | None = None
     try:
         with open(os.path.join(tmp, "serve.log"), "wb") as log:
             data = b"".join(demo_leaf(i) for i in range(cfg.leaves))
             proc = _start_daemon(cfg, tree_dir, name, log)
+            if cfg.http:
+                http_log = open(os.path.join(tmp, "http.log"), "wb")  # noqa: SIM115
+                try:
+                    http_proc, result.http_url = _start_http(name, http_log)
+                finally:
+                    http_log.close()  # the server keeps its own descriptor
             for i in range(cfg.readers):
                 rp = ctx.Process(target=reader_main, name=f"rotorshm-demo-reader-{i}",
                                 args=(name, i, cfg.seed * 1000 + i, cfg.proofs_per_snapshot,
-                                      stop, out), daemon=True)
+                                      stop, out, result.http_url), daemon=True)
                 rp.start()
                 readers.append(rp)
             pending = _wait_ready(out, readers, result)
@@ -329,6 +445,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             stop.set()
             _collect(out, readers, pending, result)
             _check_final(cfg, name, data, result)
+            if http_proc is not None:
+                _kill_group(http_proc)
             t0 = time.perf_counter()
             proc.send_signal(signal.SIGTERM)
             try:
@@ -361,6 +479,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             if p.is_alive():
                 p.terminate()
                 p.join()
+        if http_proc is not None:
+            _kill_group(http_proc)
         if proc is not None:
             _kill(proc)
         from .segments import unlink_segment
@@ -519,6 +639,11 @@ def format_summary(r: DemoResult) -> str:
                                   f"p99 {percentile(all_proof, 0.99) / 1e3:.1f} µs "
                                   f"(generation, {len(all_proof):,} samples)"))
     rows.append(("snapshots taken", f"{snaps:,}"))
+    if c.http:
+        workers = sorted({w for s in r.readers for w in s.http_workers})
+        rows.append(("HTTP proofs", f"{sum(s.http_proofs for s in r.readers):,} fetched from "
+                                    f"{r.http_url} (workers {', '.join(workers) or '-'}), "
+                                    "each verified against its response's root"))
     rows.append(("verify failures", str(r.failures)))
     rows.append(("daemon exit", "-" if r.daemon_exit is None else
                  f"{r.daemon_exit} (SIGTERM, shutdown with checkpoint {r.shutdown_seconds:.2f} s)"))
