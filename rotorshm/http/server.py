@@ -77,8 +77,12 @@ def _environment(name: str, token_file: str | None, max_body: int) -> Iterator[s
 
 
 def _run_granian(host: str, port: int, workers: int) -> None:
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
+    try:
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+    except ImportError:
+        raise ValueError("rotorshm http needs the http extra: pip install 'rotorshm[http]'"
+                         ) from None
 
     Granian(
         APP, address=host, port=port, interface=Interfaces.ASGI, workers=workers, factory=True,
