@@ -83,7 +83,7 @@ class Server:
 
 
 def start_server(name: str, tmp: Path, *, workers: int = 2, token: str | None = TOKEN,
-                 max_body: int | None = None) -> Server:
+                 max_body: int | None = None, ready: bool = True) -> Server:
     port = free_port()
     args = [sys.executable, "-m", "rotorshm", "http", name, "--listen", f"127.0.0.1:{port}",
             "--workers", str(workers)]
@@ -99,6 +99,8 @@ def start_server(name: str, tmp: Path, *, workers: int = 2, token: str | None = 
                                 stderr=subprocess.STDOUT, env=child_env(), cwd=str(REPO_ROOT),
                                 start_new_session=True)
     server = Server(proc, f"http://127.0.0.1:{port}", log)
+    if not ready:
+        return server
     deadline = time.monotonic() + TIMEOUT
     seen: set[str] = set()
     try:
@@ -359,6 +361,38 @@ def test_metrics_parse(shared: Setup) -> None:
 
 
 # -- failures ---------------------------------------------------------------------------------
+
+def test_server_started_before_the_writer(tmp_path: Path) -> None:
+    import rotorshm
+
+    name = unique_name("early")
+    server = start_server(name, tmp_path, workers=1, ready=False)
+    daemon: Daemon | None = None
+    try:
+        with server.client() as c:
+            def answers() -> bool:
+                with contextlib.suppress(httpx.TransportError):
+                    return c.get("/healthz").status_code == 503
+                return False
+
+            wait_until(answers, what="the server to answer without a tree")
+            r = c.get("/v1/proof/0")
+            assert r.status_code == 503 and "no snapshot" in r.json()["error"]
+            daemon = start_daemon(tmp_path / "t", name)
+            with rotorshm.connect(tmp_path / "t") as client:
+                client.insert_many(leaf_range(0, 10))
+            wait_until(lambda: c.get("/healthz").status_code == 200,
+                       what="the worker to attach to the new writer")
+            wait_until(lambda: c.get("/v1/root").json()["size"] == 10, what="size 10")
+            verify_response(c.get("/v1/proof/9", headers=BINARY))
+    finally:
+        server.stop()
+        if daemon is not None:
+            daemon.stop()
+        left = segments_of(name)
+        unlink_segments(name)
+        assert not left, f"segments left behind: {left}"
+
 
 def _worker_pids(server: Server) -> set[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.proc.pid)],
