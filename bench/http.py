@@ -24,7 +24,7 @@ over C keep-alive connections (32; indices uniform in [0, N)):
   ingests, and checks each against the size and root of the same response.
 
 The generator is ``wrk`` when it is installed (Debian: ``apt-get install wrk``), else a
-bounded Python one (processes looping on ``http.client`` keep-alive connections; much
+bounded Python one (two processes looping on ``http.client`` keep-alive connections; much
 slower than wrk: it measures the generator as much as the server, which the JSON says).
 Loops are bounded in count and time; everything listens on 127.0.0.1 only; the server's
 whole process group and the daemon are stopped at the end and no ``/dev/shm`` entry is
@@ -317,14 +317,17 @@ def run_wrk(url: str, size: int, accept: str, seconds: float, connections: int,
 
 
 def _py_client(url: str, size: int, accept: str, seconds: float, delay_s: float, seed: int,
-               queue: Any) -> None:
+               queue: Any, go: Any) -> None:
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     rng = random.Random(seed)
     lat: list[int] = []
     bad = 0
     clock = time.perf_counter_ns
-    end = time.monotonic() + seconds
+    queue.put("ready")
+    go.wait(60)
+    start = time.monotonic()
+    end = start + seconds
     headers = {"Accept": accept}
     while time.monotonic() < end and len(lat) < 5_000_000:
         t0 = clock()
@@ -336,31 +339,38 @@ def _py_client(url: str, size: int, accept: str, seconds: float, delay_s: float,
             bad += 1
         if delay_s:
             time.sleep(delay_s)
+    elapsed = time.monotonic() - start
     conn.close()
-    queue.put((lat, bad))
+    queue.put((lat, bad, elapsed))
 
 
 def run_python(url: str, size: int, accept: str, seconds: float, connections: int,
                delay_ms: int = 0, seed: int = 1) -> Load:
-    """A bounded Python generator: min(connections, 4) processes, one connection each."""
+    """A bounded Python generator: min(connections, 2) processes, one connection each,
+    started together once all are up; the rate is the sum of each one's own rate."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    n = min(connections, 4)
+    go = ctx.Event()
+    n = min(connections, 2)
     procs = [ctx.Process(target=_py_client, args=(url, size, accept, seconds, delay_ms / 1000,
-                                                  seed + i, queue), daemon=True)
+                                                  seed + i, queue, go), daemon=True)
              for i in range(n)]
-    t0 = time.perf_counter()
     for p in procs:
         p.start()
+    for _ in procs:
+        queue.get(timeout=60)  # "ready"
+    go.set()
     lats: list[int] = []
     bad = 0
+    rate = 0.0
     for _ in procs:
-        lat, b = queue.get(timeout=seconds + 60)
+        lat, b, took = queue.get(timeout=seconds + 60)
         lats += lat
         bad += b
-    elapsed = time.perf_counter() - t0
+        rate += len(lat) / took
     for p in procs:
         p.join(10)
+    elapsed = len(lats) / rate if rate > 0 else seconds
     lats.sort()
     qs = [int(common.percentile(lats, (i + 0.5) / QUANTILES)) for i in range(QUANTILES)]
     return Load(len(lats), elapsed, bad, 0, qs)

@@ -83,7 +83,7 @@ class Server:
 
 
 def start_server(name: str, tmp: Path, *, workers: int = 2, token: str | None = TOKEN,
-                 max_body: int | None = None) -> Server:
+                 max_body: int | None = None, ready: bool = True) -> Server:
     port = free_port()
     args = [sys.executable, "-m", "rotorshm", "http", name, "--listen", f"127.0.0.1:{port}",
             "--workers", str(workers)]
@@ -99,6 +99,8 @@ def start_server(name: str, tmp: Path, *, workers: int = 2, token: str | None = 
                                 stderr=subprocess.STDOUT, env=child_env(), cwd=str(REPO_ROOT),
                                 start_new_session=True)
     server = Server(proc, f"http://127.0.0.1:{port}", log)
+    if not ready:
+        return server
     deadline = time.monotonic() + TIMEOUT
     seen: set[str] = set()
     try:
@@ -130,10 +132,11 @@ class Setup:
 
 
 @contextlib.contextmanager
-def served(tmp: Path, tag: str, **server_kw: object) -> Iterator[Setup]:
+def served(tmp: Path, tag: str, daemon_kw: dict[str, object] | None = None,
+           **server_kw: object) -> Iterator[Setup]:
     name = unique_name(tag)
     directory = tmp / "t"
-    daemon = start_daemon(directory, name, pin_above_level=2)
+    daemon = start_daemon(directory, name, pin_above_level=2, **(daemon_kw or {}))
     server: Server | None = None
     setup: Setup | None = None
     try:
@@ -315,11 +318,17 @@ def test_no_token_means_no_inserts(tmp_path: Path) -> None:
 
 
 def test_tile_cache_headers(shared: Setup) -> None:
+    immutable = "public, max-age=31536000, immutable"
     with shared.server.client() as c:
+        # Immutable once durable (the daemon makes its WAL durable every 10 ms; a worker
+        # looks every 0.2 s); until then the same bytes and ETag, but no-cache.
+        wait_until(lambda: c.get("/v1/root").json()["durable_size"] >= 2 * CHUNK_NODES
+                   and c.get("/v1/tile/0/1").headers["cache-control"] == immutable,
+                   what="tile 0/1 to be served as immutable")
         r = c.get("/v1/tile/0/1")
         assert r.status_code == 200
         assert r.content == leaf_range(CHUNK_NODES, 2 * CHUNK_NODES)
-        assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert r.headers["cache-control"] == immutable
         etag = r.headers["etag"]
         assert etag.startswith('"') and etag.endswith('"')  # strong: no W/
         again = c.get("/v1/tile/0/1", headers={"if-none-match": etag})
@@ -334,6 +343,27 @@ def test_tile_cache_headers(shared: Setup) -> None:
         assert r.status_code == 200
         assert r.headers["cache-control"] == "no-cache" and "etag" not in r.headers
         assert r.content == leaf_range(last * CHUNK_NODES, LEAVES)
+
+
+def test_tiles_are_immutable_only_once_durable(tmp_path: Path) -> None:
+    import rotorshm
+
+    # A 20 s group-commit interval: nothing new is durable until a client asks for a sync.
+    with served(tmp_path, "durtile", daemon_kw={"flush_interval_ms": 20_000},
+                workers=1) as setup, \
+            setup.server.client() as c:
+        with rotorshm.connect(setup.directory) as client:
+            seq, _, _ = client.insert_many(leaf_range(LEAVES, LEAVES + 300))
+            r = c.get("/v1/tile/0/9")  # leaves 1152..1279: complete, not durable
+            assert r.status_code == 200 and r.content == leaf_range(1152, 1280)
+            assert r.headers["cache-control"] == "no-cache"
+            etag = r.headers["etag"]
+            assert client.wait_durable(seq, TIMEOUT)
+        wait_until(lambda: c.get("/v1/root").json()["durable_size"] >= LEAVES + 300,
+                   what="the worker to see the leaves durable")
+        r = c.get("/v1/tile/0/9")
+        assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert r.headers["etag"] == etag
 
 
 def test_metrics_parse(shared: Setup) -> None:
@@ -359,6 +389,38 @@ def test_metrics_parse(shared: Setup) -> None:
 
 
 # -- failures ---------------------------------------------------------------------------------
+
+def test_server_started_before_the_writer(tmp_path: Path) -> None:
+    import rotorshm
+
+    name = unique_name("early")
+    server = start_server(name, tmp_path, workers=1, ready=False)
+    daemon: Daemon | None = None
+    try:
+        with server.client() as c:
+            def answers() -> bool:
+                with contextlib.suppress(httpx.TransportError):
+                    return c.get("/healthz").status_code == 503
+                return False
+
+            wait_until(answers, what="the server to answer without a tree")
+            r = c.get("/v1/proof/0")
+            assert r.status_code == 503 and "no snapshot" in r.json()["error"]
+            daemon = start_daemon(tmp_path / "t", name)
+            with rotorshm.connect(tmp_path / "t") as client:
+                client.insert_many(leaf_range(0, 10))
+            wait_until(lambda: c.get("/healthz").status_code == 200,
+                       what="the worker to attach to the new writer")
+            wait_until(lambda: c.get("/v1/root").json()["size"] == 10, what="size 10")
+            verify_response(c.get("/v1/proof/9", headers=BINARY))
+    finally:
+        server.stop()
+        if daemon is not None:
+            daemon.stop()
+        left = segments_of(name)
+        unlink_segments(name)
+        assert not left, f"segments left behind: {left}"
+
 
 def _worker_pids(server: Server) -> set[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.proc.pid)],

@@ -125,17 +125,27 @@ def inclusion_bytes(snap: Snapshot, index: int, size: int | None) -> bytes:
     return snap.generate_proof(index, size).to_bytes()
 
 
-def _published_seq(reader: Reader) -> int | None:
-    """The WAL sequence of the last publication (None if the engine does not expose it)."""
-    seq = getattr(reader, "published_seq", None)
-    if isinstance(seq, int):
-        return seq
+def _published(reader: Reader) -> tuple[int, int] | None:
+    """(WAL sequence, size) of the last publication, read together (None if unavailable).
+
+    The engine's Reader does not expose the published sequence yet: read it from its
+    control block (one seqlock read), the only private attribute this layer touches.
+    """
     ctl = getattr(reader, "_ctl", None)
     try:
         state = ctl.read_state() if ctl is not None else None
     except RotorError:
         return None
-    return int(state.seq) if state is not None else None
+    return (int(state.seq), int(state.size)) if state is not None else None
+
+
+def _published_seq(reader: Reader) -> int | None:
+    """The WAL sequence of the last publication (None if the engine does not expose it)."""
+    seq = getattr(reader, "published_seq", None)
+    if isinstance(seq, int):
+        return seq
+    pub = _published(reader)
+    return pub[0] if pub is not None else None
 
 
 def _tree_directory(reader: Reader) -> str | None:
@@ -156,6 +166,11 @@ class _Tree:
     REATTACH_EVERY_S a fresh attach looks for a successor (a new epoch); when one is
     live, the worker switches to it. (A fresh `attach` rather than `Reader.reattach()`,
     so the old Reader and the snapshots taken from it stay valid until dropped.)
+
+    `durable_size`: a size whose leaves are all durable. Published but not yet durable
+    leaves may be replaced after a writer crash (DESIGN.md), so only chunks below it are
+    served as immutable. Each check records the (sequence, size) of the last publication;
+    once the durable sequence reaches a recorded sequence, its size is durable.
     """
 
     def __init__(self, name: str) -> None:
@@ -166,6 +181,8 @@ class _Tree:
         self._next_check = 0.0
         self._next_attach = 0.0
         self.reattaches = 0
+        self.durable_size = 0
+        self._published: list[tuple[int, int]] = []
 
     def open(self) -> None:
         """Attach (in the worker, after it started); failure is retried on later requests."""
@@ -176,6 +193,29 @@ class _Tree:
             return
         self.alive = self.reader.writer_alive
         self._take()
+        self._track_durable()
+
+    def _track_durable(self) -> None:
+        reader = self.reader
+        if reader is None:
+            return
+        pub = _published(reader)
+        pending = self._published
+        if pub is not None and (not pending or pending[-1] != pub):
+            pending.append(pub)
+            if len(pending) > 256:  # a stalled fsync: forget the oldest (only delays)
+                del pending[:128]
+        try:
+            durable = reader.durable_seq
+        except RotorError:
+            return
+        keep = []
+        for seq, size in pending:
+            if seq <= durable:
+                self.durable_size = max(self.durable_size, size)
+            else:
+                keep.append((seq, size))
+        self._published = keep
 
     def _take(self) -> None:
         assert self.reader is not None
@@ -202,6 +242,8 @@ class _Tree:
             self.reattaches += old is not None
             if old is not None:
                 old.close()
+            self.durable_size = 0  # measured anew for the new writer
+            self._published = []
             self._take()
         else:
             fresh.close()
@@ -215,6 +257,7 @@ class _Tree:
             self.alive = reader is not None and reader.writer_alive
             if not self.alive:
                 self._look_for_successor(now)
+            self._track_durable()
         if self.alive and self.reader is not None:
             try:
                 snap = self.reader.snapshot()
@@ -461,6 +504,7 @@ class ProofApp:
             "epoch": reader.epoch if reader is not None else None,
             "published_seq": _published_seq(reader) if reader is not None else None,
             "durable_seq": reader.durable_seq if reader is not None else None,
+            "durable_size": self.tree.durable_size,
             "writer_alive": self.tree.alive,
         }).encode()
         return body, self._snap_headers(snap, _JSON)
@@ -554,8 +598,11 @@ class ProofApp:
         data = b"".join(snap.get_node(level, i) for i in range(start, start + count))
         headers = self._snap_headers(snap, _BINARY)
         if width is None:
+            # Immutable once durable: before that a writer crash may still replace leaves.
+            durable = (start + count) * snap.arity ** level <= self.tree.durable_size
             etag = b'"' + blake3(data).hexdigest()[:32].encode() + b'"'
-            headers += [(b"cache-control", TILE_CACHE.encode()), (b"etag", etag)]
+            headers += [(b"cache-control", TILE_CACHE.encode() if durable else b"no-cache"),
+                        (b"etag", etag)]
             match = _header(scope, b"if-none-match")
             if match is not None and etag in [m.strip() for m in match.split(b",")]:
                 raise _NotModified(headers)

@@ -58,7 +58,8 @@ def openapi(name: str, max_body: int) -> dict[str, Any]:
                 "responses": {"200": {"description": "the leaf (32 bytes in binary)"},
                               "400": _ERROR, "404": _ERROR}}},
             "/v1/tile/{level}/{index}": {"get": {
-                "summary": "a complete 4 KiB chunk (128 nodes) of a level: immutable",
+                "summary": "a complete 4 KiB chunk (128 nodes) of a level: immutable once "
+                           "durable (no-cache with the same strong ETag before)",
                 "parameters": [_int_param("level", "path", "tree level (0 = leaves)"),
                                _int_param("index", "path", "chunk index in the level")],
                 "responses": {"200": {"description": "4096 bytes; Cache-Control immutable and "
@@ -106,7 +107,8 @@ def openapi(name: str, max_body: int) -> dict[str, Any]:
                     "size": {"type": "integer"}, "root": {"type": ["string", "null"]},
                     "arity": {"type": "integer"}, "depth": {"type": "integer"},
                     "epoch": {"type": "integer"}, "published_seq": {"type": "integer"},
-                    "durable_seq": {"type": "integer"}, "writer_alive": {"type": "boolean"}}},
+                    "durable_seq": {"type": "integer"}, "durable_size": {"type": "integer"},
+                    "writer_alive": {"type": "boolean"}}},
                 "ProofEnvelope": {"type": "object", "properties": {
                     "size": {"type": "integer", "description": "size of the snapshot"},
                     "root": {"type": "string", "description": "root of the snapshot (hex)"},
