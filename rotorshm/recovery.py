@@ -139,12 +139,15 @@ class _HeldEdge(Level):
         self.inner.reserve(nodes)
 
     def read(self, start: int, count: int) -> bytes:
-        out = self.inner.read(start, count)
         held = self._held
-        if held is not None and start <= held[0] < start + count:
-            k = (held[0] - start) * NODE_SIZE
-            out = out[:k] + held[1] + out[k + NODE_SIZE :]
-        return out
+        if held is None or not start <= held[0] < start + count:
+            return self.inner.read(start, count)
+        # The held node is served from here; the inner level may never have had it written
+        # (an offline overlay refuses to read such a node), so read only around it.
+        i, end = held[0], start + count
+        head = self.inner.read(start, i - start) if i > start else b""
+        tail = self.inner.read(i + 1, end - i - 1) if end > i + 1 else b""
+        return head + held[1] + tail
 
     def node(self, index: int) -> bytes:
         held = self._held

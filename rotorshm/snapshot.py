@@ -89,6 +89,14 @@ class Snapshot:
             )
         return view
 
+    def _python_paths(self) -> bool:
+        """Whether proofs take the Python reference: forced, or levels that are not plain
+        regions (`Level.in_place`; e.g. a remote client's tiles), which C cannot read."""
+        if _kstate.python or _switch.python:
+            return True
+        levels = self._levels
+        return bool(levels) and not getattr(levels[0], "in_place", False)
+
     @property
     def root(self) -> bytes | None:
         """Root at this snapshot, None for an empty tree."""
@@ -167,7 +175,7 @@ class Snapshot:
         call straight from the level storage: what a server sends.
         """
         index, size = self._inclusion_args(index, size)
-        if _kstate.python or _switch.python:
+        if self._python_paths():
             return self._proof_py(index, size).to_bytes()
         return _inclusion_bytes(self._view or self._c_view(), index, size)
 
@@ -177,7 +185,7 @@ class Snapshot:
         Wraps :meth:`proof_bytes`: the per-level tuples are built only when read.
         """
         index, size = self._inclusion_args(index, size)
-        if _kstate.python or _switch.python:
+        if self._python_paths():
             return self._proof_py(index, size)
         enc = _inclusion_bytes(self._view or self._c_view(), index, size)
         return inclusion_from_encoding(enc, index, size, self.arity)
@@ -243,7 +251,7 @@ class Snapshot:
         """Binary encoding of the consistency proof from `old_size` to `new_size` (default
         now), byte-identical to ``generate_consistency_proof(...).to_bytes()``; one C call."""
         old, new = self._consistency_args(old_size, new_size)
-        if _kstate.python or _switch.python:
+        if self._python_paths():
             return self._consistency_py(old, new).to_bytes()
         return _consistency_bytes(self._view or self._c_view(), old, new)
 
@@ -255,7 +263,7 @@ class Snapshot:
         Wraps :meth:`consistency_proof_bytes`: the per-level tuples are built only when read.
         """
         old, new = self._consistency_args(old_size, new_size)
-        if _kstate.python or _switch.python:
+        if self._python_paths():
             return self._consistency_py(old, new)
         enc = _consistency_bytes(self._view or self._c_view(), old, new)
         return consistency_from_encoding(enc, old, new, self.arity)

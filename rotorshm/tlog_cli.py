@@ -148,7 +148,8 @@ def add_commands(sub: Any, count: Any, index: Any) -> None:
     p.set_defaults(func=_cmd_keygen)
 
     p = sub.add_parser("tiles", help="static tiles and signed checkpoints of a published tree")
-    tsub = p.add_subparsers(dest="tiles_command", required=True, metavar="COMMAND")
+    tsub = p.add_subparsers(dest="tiles_command", required=True, metavar="COMMAND",
+                            help="export: write the tiles and the signed checkpoint as files")
     q = tsub.add_parser("export", help="write (incrementally) tile/... and checkpoint to OUT")
     q.add_argument("source", metavar="DIR_OR_NAME", help="tree directory or published name")
     q.add_argument("out", metavar="OUT", help="folder to serve with any static web server")
@@ -160,7 +161,8 @@ def add_commands(sub: Any, count: Any, index: Any) -> None:
     q.set_defaults(func=_cmd_tiles_export)
 
     p = sub.add_parser("remote", help="verified proofs from a tile server or static export")
-    rsub = p.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
+    rsub = p.add_subparsers(dest="remote_command", required=True, metavar="COMMAND",
+                            help="proof: one verified proof; watch: follow the log")
     for name, helptext in (("proof", "inclusion proof of a leaf, built and verified locally"),
                            ("watch", "follow the log, checking each checkpoint's consistency")):
         q = rsub.add_parser(name, help=helptext)

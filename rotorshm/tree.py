@@ -155,7 +155,7 @@ class TreeCore:
     def append(self, data: bytes) -> None:
         """Append a validated batch (a multiple of 32 bytes), hashing each level in one pass."""
         count = len(data) // NODE_SIZE
-        if count == 1 and not (_kstate.python or _switch.python):
+        if count == 1 and self._c_paths():
             self.append_one(data)
             return
         if count == 0:
@@ -164,6 +164,16 @@ class TreeCore:
         old = self.size
         lengths = self.reserve(old + count)
         self.apply(old, data, lengths)
+
+    def _c_paths(self) -> bool:
+        """Whether the C path walks may run: not forced off, and levels whose regions hold
+        every node (`Level.in_place`). A level that overrides read/write (recovery's held
+        edges, offline overlays) must see every write, so it gets the Python algorithm.
+        All levels of a tree are of one kind, so the first one answers for all."""
+        if _kstate.python or _switch.python:
+            return False
+        levels = self.levels
+        return not levels or levels[0].in_place
 
     def append_one(self, leaf: bytes) -> None:
         """Append one validated 32-byte leaf: one C call writes it and rehashes its path."""
@@ -179,7 +189,10 @@ class TreeCore:
         if nl < 0:
             if nl != _E_RESERVE:
                 raise TreeClosed(f"the tree's storage is closed (code {nl})")
-            self.reserve(size + 1)  # a new region or level: once per 128 leaves at most
+            lengths = self.reserve(size + 1)  # a new region or level: once per 128 leaves
+            if not self._c_paths():  # the first level just created is not in place
+                self._apply_one(size, leaf, lengths)
+                return
             nl = _append_one(a.c, a.count, self.arity, size, leaf, a.frontier, a.lengths)
             if nl < 0:  # pragma: no cover - reserve() made the room
                 raise TreeClosed(f"the tree's storage refused the leaf (code {nl})")
@@ -222,7 +235,7 @@ class TreeCore:
     def _apply_one(self, index: int, leaf: bytes, lengths: tuple[int, ...]) -> None:
         """The same rehash for a single new leaf: one dirty node per level, always the last
         of its group, so its parent hashes the group's older members and itself."""
-        if not (_kstate.python or _switch.python):
+        if self._c_paths():
             a = self._appender
             nl = _append_one(a.c, a.count, self.arity, index, leaf, a.frontier, a.lengths)
             if nl != len(lengths):

@@ -483,7 +483,8 @@ def test_15_verify_detects_the_encoding_first(tmp_path: Path) -> None:
         "odd.hex": (b"0xabc", "odd number of hex digits"),
         "version.hex": (b"02" + proof.to_bytes().hex().encode()[2:], "hex proof: first byte 2"),
         "bin.bin": (b"\x07\x00\x01", "binary proof: first byte 7"),
-        "short.hex": (proof.to_bytes().hex().encode()[:60], "hex proof: inclusion proof too"),
+        "short.hex": (proof.to_bytes().hex().encode()[:60],
+                      "hex proof: inclusion proof: too short"),
     }
     for fname, (data, needle) in bad.items():
         (tmp_path / fname).write_bytes(data)
