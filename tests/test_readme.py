@@ -12,12 +12,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import venv
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,21 +47,66 @@ def test_readme_has_the_blocks_this_test_runs() -> None:
                             "pip install -e '.[dev]' && python -m pytest -n auto -q"]
 
 
+PLACEHOLDER_URL = "https://log.example.com"
+PLACEHOLDER_PUB = '"log.key.pub"'
+
+
+@contextlib.contextmanager
+def static_log(root: Path) -> Iterator[tuple[str, Path]]:
+    """A signed tile export of a 2,000-leaf tree in `root`, served by `python -m http.server`
+    on a free loopback port: (its URL, the verifier key file)."""
+    from rotorshm import LeanIMT
+    from rotorshm.note import Signer
+    from rotorshm.tiles import export
+
+    tree = LeanIMT(arity=4)
+    tree.insert_many([i.to_bytes(32, "little") for i in range(2000)])
+    signer = Signer.generate("example.com/mylog")
+    pub = root / "log.key.pub"
+    pub.write_text(signer.verifier.to_text() + "\n")
+    site = root / "site"
+    export(tree.snapshot(), str(site), signer)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+         str(site)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, "http.server exited"
+            try:
+                with urllib.request.urlopen(url + "/checkpoint", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "http.server did not come up"
+            time.sleep(0.05)
+        yield url, pub
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 @pytest.mark.parametrize("index", range(len(blocks("python"))))
 def test_readme_python_block_runs(index: int, tmp_path: Path) -> None:
     code = blocks("python")[index]
     directory = tmp_path / "mytree"
     code = code.replace(PLACEHOLDER_DIR, str(directory))
-    daemon = None
-    if "rotorshm.connect(" in code or "rotorshm.attach(" in code:
-        name = unique_name("readme")
-        code = code.replace(PLACEHOLDER_NAME, repr(name))
-        daemon = start_daemon(directory, name)
-    try:
+    with contextlib.ExitStack() as stack:
+        if "rotorshm.connect(" in code or "rotorshm.attach(" in code:
+            name = unique_name("readme")
+            code = code.replace(PLACEHOLDER_NAME, repr(name))
+            daemon = start_daemon(directory, name)
+            stack.callback(daemon.stop)
+        if PLACEHOLDER_URL in code:
+            url, pub = stack.enter_context(static_log(tmp_path))
+            code = code.replace(PLACEHOLDER_URL, url).replace(PLACEHOLDER_PUB, repr(str(pub)))
         exec(compile(code, f"README.md python block {index + 1}", "exec"), {})  # noqa: S102
-    finally:
-        if daemon is not None:
-            daemon.stop()
 
 
 # -- the first README command, as a newcomer runs it ----------------------------------------
