@@ -38,7 +38,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import IO, Any, NoReturn, Protocol
+from typing import IO, Any, NoReturn
 
 from . import __version__
 from . import checkpoint as ckpt
@@ -66,10 +66,10 @@ from .hashing import MAX_ARITY, MIN_ARITY, NODE_SIZE
 from .kernel import native_info
 from .levels import SHARD_BYTES, shard_name
 from .offline import inspect_tree
+from .progress import PROGRESS_MIN, PhaseProgress, progress_bar
 from .proof import FORMAT_VERSION, ConsistencyProof, InclusionProof
 
 LEAF_BATCH = 10_000
-PROGRESS_MIN = 10_000
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
@@ -113,61 +113,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # -- small shared helpers ---------------------------------------------------------------------
-
-class ProgressBar(Protocol):
-    """The part of a tqdm bar this module uses."""
-
-    def update(self, n: int = 1) -> object:
-        """Advance the bar by `n`."""
-
-    def close(self) -> None:
-        """Finish the bar."""
-
-
-class _NoBar:
-    """A progress bar that shows nothing."""
-
-    def update(self, n: int = 1) -> object:
-        """Do nothing."""
-        return None
-
-    def close(self) -> None:
-        """Do nothing."""
-
-
-def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "leaf") -> ProgressBar:
-    """A tqdm bar on stderr, or a silent stand-in when disabled or stderr is not a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        return _NoBar()
-    tqdm: Any = importlib.import_module("tqdm").tqdm  # untyped library: keep it Any
-    bar: ProgressBar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True,
-                            file=sys.stderr, dynamic_ncols=True, leave=False)
-    return bar
-
-
-class PhaseProgress:
-    """A ProgressCallback that shows one tqdm bar per phase (verify, replay, ...)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._phase: str | None = None
-        self._bar: ProgressBar = _NoBar()
-        self._done = 0
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if phase != self._phase:
-            self._bar.close()
-            self._phase = phase
-            self._bar = progress_bar(total, phase, self.enabled and total >= PROGRESS_MIN,
-                                     unit="node")
-            self._done = 0
-        self._bar.update(done - self._done)
-        self._done = done
-
-    def close(self) -> None:
-        """Close the current bar."""
-        self._bar.close()
-
 
 def human_bytes(n: int) -> str:
     """`n` bytes in binary units, e.g. 1.5 MiB."""

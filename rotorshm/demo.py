@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
-from .cli import progress_bar
 from .errors import InvalidConfig
 from .hashing import NODE_SIZE, check_arity, depth_for, hash_leaf
 from .offline import inspect_tree
+from .progress import progress_bar
 
 SERVE_TIMEOUT = 30.0
 STOP_TIMEOUT = 300.0
