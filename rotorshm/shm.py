@@ -166,12 +166,8 @@ def _state_bytes(levels: int) -> int:
     return _STATE_HEAD.size + _LEVEL_BYTES * levels
 
 
-# Per level count: the struct reading every level's length, and the frontier slices.
-_LENGTHS = [struct.Struct("<" + "Q32x" * n) for n in range(MAX_LEVELS + 1)]
-_FRONTIER_SLICES = [
-    tuple(slice(_state_bytes(i) + 8, _state_bytes(i + 1)) for i in range(n))
-    for n in range(MAX_LEVELS + 1)
-]
+# Per level count: the struct reading every level's (length, frontier node) pair.
+_LEVELS = [struct.Struct("<" + "Q32s" * n) for n in range(MAX_LEVELS + 1)]
 _tuple_new = tuple.__new__
 # Output buffers that C overwrites entirely before Python reads them: skip zeroing.
 _alloc_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
@@ -195,7 +191,9 @@ class ControlBlock:
         self._closed = False
         self._closing = False
         self._users = 0  # calls in flight on the mapping (close() waits for them)
-        self._users_cv = threading.Condition(threading.Lock())
+        self._users_lock = threading.Lock()
+        self._users_cv = threading.Condition(self._users_lock)
+        self._tls = threading.local()  # per-thread seqlock output buffers (_read_state)
         self._durable_lock = threading.Lock()  # writer: durable publications in order
 
     # -- creation and attachment -------------------------------------------------------------
@@ -431,23 +429,30 @@ class ControlBlock:
             self._leave()
 
     def _read_state(self, max_retries: int) -> Published | None:
-        seq_out = ffi.new("uint64_t *")
+        # The output buffers belong to the calling thread (threading.local): threads
+        # sharing the block never copy into one buffer, and the hot path allocates nothing.
+        tls = self._tls
+        try:
+            seq_out, dst, cap = tls.bufs
+        except AttributeError:
+            seq_out, dst, cap = ffi.new("uint64_t *"), None, 0
         while True:
             nbytes = self._copy_bytes
-            dst = _alloc_uncleared("char[]", nbytes)
+            if cap < nbytes:
+                dst, cap = _alloc_uncleared("char[]", nbytes), nbytes
+                tls.bufs = (seq_out, dst, cap)
             if lib.rs_seqlock_read(self._counter_ptr, self._state_ptr, dst, nbytes,
                                    max_retries, seq_out) != 0:
                 return None
-            data = ffi.buffer(dst, nbytes)[:]
+            data = ffi.buffer(dst, nbytes)  # unpacked in place: the copy is private
             size, seq, n = _STATE_HEAD.unpack_from(data)
             if n > MAX_LEVELS:  # cannot happen with a consistent copy from a sane writer
                 raise WriterGone(f"control block of {self.name!r} holds {n} levels")
             if _state_bytes(n) <= nbytes:
-                # tuple.__new__ skips Published's Python-level __new__ (hot path).
-                return _tuple_new(Published, (
-                    size, seq, _LENGTHS[n].unpack_from(data, _STATE_HEAD.size),
-                    tuple(map(data.__getitem__, _FRONTIER_SLICES[n])),
-                ))
+                # (length, frontier node) per level in one struct call; tuple.__new__ skips
+                # Published's Python-level __new__ (hot path).
+                both = _LEVELS[n].unpack_from(data, _STATE_HEAD.size)
+                return _tuple_new(Published, (size, seq, both[0::2], both[1::2]))
             # The tree grew deeper than our copy: copy more (the whole copy is redone, so
             # it stays one consistent seqlock read).
             self._copy_bytes = _state_bytes(min(n + _SPARE_LEVELS, MAX_LEVELS))
@@ -531,7 +536,7 @@ class ControlBlock:
 
     def _enter(self, raise_closed: bool = True) -> bool:
         """Count a call in flight on the mapping; refuse once close() has begun."""
-        with self._users_cv:
+        with self._users_lock:  # the condition's own lock: cheaper than entering it
             if self._closing:
                 if raise_closed:
                     raise WriterGone(f"control block of {self.name!r} is closed")
@@ -540,10 +545,10 @@ class ControlBlock:
             return True
 
     def _leave(self) -> None:
-        with self._users_cv:
+        with self._users_lock:
             self._users -= 1
-            if not self._users:
-                self._users_cv.notify_all()
+            if not self._users and self._closing:
+                self._users_cv.notify_all()  # close() waits for the last call to leave
 
     def close(self) -> None:
         """Unmap (idempotent), once every call in flight on the mapping has left."""
