@@ -39,7 +39,6 @@ SOURCES = [
     "csrc/kernel_dispatch.c",
     "csrc/tree_hash.c",
     "csrc/tree_ops.c",
-    "csrc/hash_one.c",
 ]
 DEPENDS = ["csrc/rotorshm_native.h", "csrc/kernel.h"]
 # No -m flags: each SIMD function carries its own target attribute, so one build runs on

@@ -98,7 +98,7 @@ typedef void (*rs_compress_fn)(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_L
                                uint32_t block_len, uint64_t counter, uint32_t flags);
 
 /* The same for two messages at once, interleaved (a consistency proof's two root chains);
- * outputs must not overlap the inputs (hash_one.c). */
+ * outputs must not overlap the inputs (kernel_sse41.c, kernel_dispatch.c). */
 void rs_hash_two(const uint8_t *pa, size_t pa_len, const uint8_t *ma, size_t ma_len,
                  uint8_t *outa, const uint8_t *pb, size_t pb_len, const uint8_t *mb,
                  size_t mb_len, uint8_t *outb);
@@ -107,6 +107,9 @@ void rs_hash_two(const uint8_t *pa, size_t pa_len, const uint8_t *ma, size_t ma_
 void rs_b3_compress(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN], uint32_t block_len,
                     uint64_t counter, uint32_t flags);
 #if RS_X86
+void rs_hash_two_sse41(const uint8_t *pa, size_t pa_len, const uint8_t *ma, size_t ma_len,
+                       uint8_t *outa, const uint8_t *pb, size_t pb_len, const uint8_t *mb,
+                       size_t mb_len, uint8_t *outb);
 void rs_b3_compress_sse41(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN],
                           uint32_t block_len, uint64_t counter, uint32_t flags);
 #endif
