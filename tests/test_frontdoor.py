@@ -100,14 +100,31 @@ def hex_lines(data: bytes) -> str:
     return "".join(data[i : i + 32].hex() + "\n" for i in range(0, len(data), 32))
 
 
+_OTHER_USER_PROBE: list[str] = []  # "" once uid 65534 was seen to run rotorshm, else why not
+
+
 def as_other_user() -> tuple[str, ...]:
-    """Command prefix running as an unprivileged user (root bypasses permission bits)."""
+    """Command prefix running as an unprivileged user (root bypasses permission bits).
+
+    The other user must be able to read this Python and the rotorshm it runs: a venv or
+    checkout in a private (0700) folder is not, and then the test cannot be made here.
+    """
     if os.geteuid() != 0:
         return ()
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.skip("needs setpriv to drop root's privileges")
-    return (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
+    prefix = (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
+    if not _OTHER_USER_PROBE:
+        probe = subprocess.run([*prefix, sys.executable, "-c", "import rotorshm.cli"],
+                               capture_output=True, text=True, timeout=60, cwd="/")
+        _OTHER_USER_PROBE.append("" if probe.returncode == 0 else
+                                 probe.stderr.strip().splitlines()[-1:][0]
+                                 if probe.stderr.strip() else f"exit {probe.returncode}")
+    if _OTHER_USER_PROBE[0]:
+        pytest.skip(f"uid 65534 cannot run this rotorshm ({_OTHER_USER_PROBE[0]}); "
+                    "install it where any user can read it")
+    return prefix
 
 
 @pytest.fixture
