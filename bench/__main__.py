@@ -34,7 +34,12 @@ from typing import Any
 
 from . import common, report
 
-SCENARIOS = ("tree", "durable", "daemon", "readers", "peers")
+SCENARIOS = ("tree", "durable", "daemon", "readers", "peers", "http", "tiles")
+# Scenarios that need an optional extra: skipped (not failed) when it is not installed.
+REQUIRES = {
+    "http": ("http", ("granian", "prometheus_client", "httpx")),
+    "tiles": ("tiles", ("cryptography", "httpx")),
+}
 # modules of the package that are not scenarios
 FRAMEWORK = frozenset({"common", "report", "schema"})
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -74,7 +79,7 @@ def exists(name: str) -> bool:
 @dataclass
 class Outcome:
     name: str
-    status: str = "ok"  # ok | failed | missing
+    status: str = "ok"  # ok | failed | missing | skipped (an optional extra not installed)
     runtime_s: float = 0.0
     exit_code: int | None = None
     targets_passed: int = 0
@@ -86,6 +91,8 @@ class Outcome:
     def line(self) -> str:
         if self.status == "missing":
             return (f"{self.name:<10} missing   no module bench/{self.name}.py yet, skipped")
+        if self.status == "skipped":
+            return f"{self.name:<10} skipped   {self.problems[0] if self.problems else ''}"
         head = f"{self.name:<10} {self.status:<8} {self.runtime_s:7.1f} s"
         if self.status == "ok":
             return (f"{head}  targets {self.targets_passed} passed, "
@@ -120,8 +127,25 @@ def check_output(name: str, out: Path, started: float, o: Outcome) -> None:
             o.problems.append(f"plot {f} listed in {path.name} was not written")
 
 
+def missing_extra(name: str) -> str | None:
+    """Why scenario `name` cannot run here (an optional extra not installed), or None."""
+    if name not in REQUIRES:
+        return None
+    extra, modules = REQUIRES[name]
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not absent:
+        return None
+    return f"needs {', '.join(absent)}: pip install 'rotorshm[{extra}]'"
+
+
 def run_scenario(name: str, flags: Sequence[str], out: Path) -> Outcome:
     o = Outcome(name)
+    why = missing_extra(name)
+    if why is not None:
+        o.status = "skipped"
+        o.problems.append(why)
+        print(f"bench: {name}: skipped, {why}", file=sys.stderr, flush=True)
+        return o
     started_wall = time.time()
     t0 = time.perf_counter()
     try:

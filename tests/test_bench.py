@@ -361,3 +361,18 @@ def test_report_cli_flags_invalid_files(tmp_path: Path) -> None:
     empty.mkdir()
     res = _run("-m", "bench.report", str(empty), timeout=120)
     assert res.returncode == 1 and "no result files" in res.stderr
+
+
+def test_scenario_without_its_extra_is_skipped_not_failed(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base install has no granian/httpx/cryptography: http and tiles say so and skip."""
+    import importlib
+
+    bench_main = importlib.import_module("bench.__main__")
+    monkeypatch.setitem(bench_main.REQUIRES, "tree", ("nosuchextra", ("no_such_module_x",)))
+    assert bench_main.missing_extra("tree") == (
+        "needs no_such_module_x: pip install 'rotorshm[nosuchextra]'")
+    o = bench_main.run_scenario("tree", ["--quick", "--out", str(tmp_path)], tmp_path)
+    assert o.status == "skipped" and "rotorshm[nosuchextra]" in o.line()
+    assert not (tmp_path / "tree.json").exists()  # nothing ran
+    assert bench_main.missing_extra("durable") is None
