@@ -171,7 +171,7 @@ def test_suite_exit_status(tmp_path: Path) -> None:
                           str(out)], capture_output=True, text=True, timeout=300, env=env,
                          cwd=tmp_path)
     assert res.returncode == 1, res.stdout + res.stderr
-    lines = {line.split()[0]: line for line in res.stdout.splitlines()[-10:]
+    lines = {line.split()[0]: line for line in res.stdout.splitlines()[-16:]
              if line.startswith("  ")}
     assert "missing" in lines["tree"] and "missing" in lines["peers"]
     assert " ok " in lines["good"] and "targets 1 passed, 1 missed" in lines["good"]
@@ -183,7 +183,8 @@ def test_suite_exit_status(tmp_path: Path) -> None:
     assert suite["ok"] is False
     status = {s["name"]: s["status"] for s in suite["scenarios"]}
     assert status == {"tree": "missing", "durable": "missing", "daemon": "missing",
-                      "readers": "missing", "peers": "missing", "bad": "failed",
+                      "readers": "missing", "peers": "missing", "http": "missing",
+                      "tiles": "missing", "bad": "failed",
                       "boom": "failed", "good": "ok"}
     # only missing scenarios: nothing failed
     res = subprocess.run([sys.executable, "-m", "bench", "tree", "peers", "--quiet", "--out",
