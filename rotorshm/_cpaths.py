@@ -91,6 +91,17 @@ def native() -> bool:
     return not (_kstate.python or _switch.python)
 
 
+def native_over(levels: Sequence[object]) -> bool:
+    """True when the path walks may run in C over `levels`: native(), and levels whose
+    regions hold every node (`Level.in_place`). A level that overrides read/write
+    (recovery's held edges, offline overlays, a remote client's tiles) must see every
+    access, so it gets the Python algorithm. All levels of a tree are of one kind, so the
+    first one answers for all."""
+    if _kstate.python or _switch.python:
+        return False
+    return not levels or bool(getattr(levels[0], "in_place", False))
+
+
 @contextmanager
 def python_paths() -> Iterator[None]:
     """Run the Python reference algorithms inside the block (node hashes still go through

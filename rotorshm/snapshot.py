@@ -41,8 +41,7 @@ def _full_group_slices(arity: int) -> list[tuple[slice, ...]]:
 
 
 _tuple_new = tuple.__new__
-_kstate = _cpaths._kstate
-_switch = _cpaths._switch
+_native_over = _cpaths.native_over
 _inclusion_bytes = _cpaths.inclusion_bytes
 _consistency_bytes = _cpaths.consistency_bytes
 
@@ -88,14 +87,6 @@ class Snapshot:
                 self._levels, self.arity, self.size, self._lengths, self._frontier
             )
         return view
-
-    def _python_paths(self) -> bool:
-        """Whether proofs take the Python reference: forced, or levels that are not plain
-        regions (`Level.in_place`; e.g. a remote client's tiles), which C cannot read."""
-        if _kstate.python or _switch.python:
-            return True
-        levels = self._levels
-        return bool(levels) and not getattr(levels[0], "in_place", False)
 
     @property
     def root(self) -> bytes | None:
@@ -175,7 +166,7 @@ class Snapshot:
         call straight from the level storage: what a server sends.
         """
         index, size = self._inclusion_args(index, size)
-        if self._python_paths():
+        if not _native_over(self._levels):
             return self._proof_py(index, size).to_bytes()
         return _inclusion_bytes(self._view or self._c_view(), index, size)
 
@@ -185,7 +176,7 @@ class Snapshot:
         Wraps :meth:`proof_bytes`: the per-level tuples are built only when read.
         """
         index, size = self._inclusion_args(index, size)
-        if self._python_paths():
+        if not _native_over(self._levels):
             return self._proof_py(index, size)
         enc = _inclusion_bytes(self._view or self._c_view(), index, size)
         return inclusion_from_encoding(enc, index, size, self.arity)
@@ -251,7 +242,7 @@ class Snapshot:
         """Binary encoding of the consistency proof from `old_size` to `new_size` (default
         now), byte-identical to ``generate_consistency_proof(...).to_bytes()``; one C call."""
         old, new = self._consistency_args(old_size, new_size)
-        if self._python_paths():
+        if not _native_over(self._levels):
             return self._consistency_py(old, new).to_bytes()
         return _consistency_bytes(self._view or self._c_view(), old, new)
 
@@ -263,7 +254,7 @@ class Snapshot:
         Wraps :meth:`consistency_proof_bytes`: the per-level tuples are built only when read.
         """
         old, new = self._consistency_args(old_size, new_size)
-        if self._python_paths():
+        if not _native_over(self._levels):
             return self._consistency_py(old, new)
         enc = _consistency_bytes(self._view or self._c_view(), old, new)
         return consistency_from_encoding(enc, old, new, self.arity)

@@ -27,6 +27,7 @@ MAX_SIZE = 2**64 - 1
 _ONLY_LEAF_LEN = {NODE_SIZE}
 _kstate = _cpaths._kstate
 _switch = _cpaths._switch
+_native_over = _cpaths.native_over
 _append_one = lib.rs_append_one
 _E_RESERVE = _cpaths.E_RESERVE
 _FRONTIER = _cpaths.FRONTIER
@@ -155,7 +156,7 @@ class TreeCore:
     def append(self, data: bytes) -> None:
         """Append a validated batch (a multiple of 32 bytes), hashing each level in one pass."""
         count = len(data) // NODE_SIZE
-        if count == 1 and self._c_paths():
+        if count == 1 and _native_over(self.levels):
             self.append_one(data)
             return
         if count == 0:
@@ -165,16 +166,6 @@ class TreeCore:
         lengths = self.reserve(old + count)
         self.apply(old, data, lengths)
 
-    def _c_paths(self) -> bool:
-        """Whether the C path walks may run: not forced off, and levels whose regions hold
-        every node (`Level.in_place`). A level that overrides read/write (recovery's held
-        edges, offline overlays) must see every write, so it gets the Python algorithm.
-        All levels of a tree are of one kind, so the first one answers for all."""
-        if _kstate.python or _switch.python:
-            return False
-        levels = self.levels
-        return not levels or levels[0].in_place
-
     def append_one(self, leaf: bytes) -> None:
         """Append one validated 32-byte leaf: one C call writes it and rehashes its path."""
         size = self.state[0]
@@ -182,15 +173,11 @@ class TreeCore:
             self.check_room(1)
         a = self._appender
         nl = _append_one(a.c, a.count, self.arity, size, leaf, a.frontier, a.lengths)
-        if nl > 0:
-            self.state = (size + 1, _LENGTHS[nl].unpack_from(a.lengths_buf),
-                          _FRONTIER[nl].unpack_from(a.frontier_buf))
-            return
         if nl < 0:
             if nl != _E_RESERVE:
                 raise TreeClosed(f"the tree's storage is closed (code {nl})")
             lengths = self.reserve(size + 1)  # a new region or level: once per 128 leaves
-            if not self._c_paths():  # the first level just created is not in place
+            if not _native_over(self.levels):  # the first level just created is not in place
                 self._apply_one(size, leaf, lengths)
                 return
             nl = _append_one(a.c, a.count, self.arity, size, leaf, a.frontier, a.lengths)
@@ -235,7 +222,7 @@ class TreeCore:
     def _apply_one(self, index: int, leaf: bytes, lengths: tuple[int, ...]) -> None:
         """The same rehash for a single new leaf: one dirty node per level, always the last
         of its group, so its parent hashes the group's older members and itself."""
-        if self._c_paths():
+        if _native_over(self.levels):
             a = self._appender
             nl = _append_one(a.c, a.count, self.arity, index, leaf, a.frontier, a.lengths)
             if nl != len(lengths):
