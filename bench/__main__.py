@@ -1,11 +1,13 @@
 """Run the benchmark suite: every scenario, or the ones named.
 
     python -m bench [SCENARIO ...] [--quick] [--out DIR] [--quiet]
+    python -m bench SCENARIO [its own options, e.g. scale --leaves 100000000]
     rotorshm bench ...                        (the same, from the source tree)
 
 Scenarios (default: all of them, in this order): tree, durable, daemon, readers, peers,
-then any other ``bench/<name>.py`` that defines ``run(argv)``. A known scenario whose
-module does not exist yet is reported as missing and skipped.
+http, tiles, then any other ``bench/<name>.py`` that defines ``run(argv)``; ``scale``
+(a billion leaves on disk by default) runs only when named, or with --quick. A known
+scenario whose module does not exist yet is reported as missing and skipped.
 
 Each scenario runs in its own Python process (``bench.<name>.run(argv)``, with --quick,
 --out and --quiet passed through), so CPU pinning, the frozen heap or a crash of one
@@ -34,7 +36,9 @@ from typing import Any
 
 from . import common, report
 
-SCENARIOS = ("tree", "durable", "daemon", "readers", "peers", "http", "tiles")
+SCENARIOS = ("tree", "durable", "daemon", "readers", "peers", "http", "tiles", "scale")
+# Scenarios run only when named (or with --quick): the full scale run takes ~45 GB of disk.
+ON_DEMAND = frozenset({"scale"})
 # Scenarios that need an optional extra: skipped (not failed) when it is not installed.
 REQUIRES = {
     "http": ("http", ("granian", "prometheus_client", "httpx")),
@@ -181,7 +185,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help=f"directory for results and plots (default: {DEFAULT_OUT}, "
                          f"with --quick {QUICK_OUT})")
     ap.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
-    args = ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)
+    if extra and len(args.scenarios) != 1:
+        ap.error(f"options {' '.join(extra)} are a scenario's own: name exactly one scenario")
+    args.extra = extra
     for name in args.scenarios:
         if name not in SCENARIOS and (name in FRAMEWORK or name.startswith("_")
                                       or not name.isidentifier() or not exists(name)):
@@ -191,13 +198,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    names: list[str] = list(dict.fromkeys(args.scenarios)) or (
-        list(SCENARIOS) + [n for n in available() if n not in SCENARIOS])
+    names: list[str] = list(dict.fromkeys(args.scenarios)) or [
+        n for n in list(SCENARIOS) + [n for n in available() if n not in SCENARIOS]
+        if args.quick or n not in ON_DEMAND]
     out: Path = args.out if args.out is not None else (QUICK_OUT if args.quick else DEFAULT_OUT)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     flags = ["--out", str(out)] + (["--quick"] if args.quick else []) + (
-        ["--quiet"] if args.quiet else [])
+        ["--quiet"] if args.quiet else []) + args.extra
     started = time.perf_counter()
     date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     outcomes: list[Outcome] = []

@@ -9,7 +9,14 @@ from pkgutil import extend_path
 __path__ = extend_path(__path__, __name__)
 
 from .client import Client, connect
-from .config import CheckpointPolicy, FlushPolicy, RotorTreeConfig, TieringConfig
+from .config import (
+    CheckpointPolicy,
+    FlushPolicy,
+    RotorTreeConfig,
+    TieringConfig,
+    level_bytes,
+    suggest_pin_above_level,
+)
 from .errors import (
     AccessDenied,
     CapacityExceeded,
@@ -80,6 +87,8 @@ __all__ = [
     "StorageFull",
     "StorePoisoned",
     "TieringConfig",
+    "level_bytes",
+    "suggest_pin_above_level",
     "TreeClosed",
     "TreeLocked",
     "depth_for",

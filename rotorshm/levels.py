@@ -145,6 +145,9 @@ class Level(ABC):
             return None
         return self._regions[r][off:end]
 
+    def will_need(self, start: int, count: int) -> None:  # noqa: B027 - optional hook
+        """Hint that nodes start..start+count-1 are about to be read in order (a no-op here)."""
+
     def node(self, index: int) -> bytes:
         """Node `index` (32 bytes)."""
         r, off = divmod(index * NODE_SIZE, self._region_bytes)
@@ -178,6 +181,8 @@ class Level(ABC):
 
 
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+_MADV_RANDOM: int | None = getattr(mmap, "MADV_RANDOM", None)
+_MADV_WILLNEED: int | None = getattr(mmap, "MADV_WILLNEED", None)
 #: Chunks per region of a level in process memory (1 MiB).
 MEMORY_REGION_CHUNKS = 256
 
@@ -256,6 +261,13 @@ class _ReservedLevel(Level):
                 m = mmap.mmap(fd, SHARD_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             else:
                 m = mmap.mmap(fd, SHARD_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
+            # Proofs touch one node group per level at random: once the level files
+            # outgrow the page cache, the kernel's default readahead turns each fault into
+            # a 128 KiB read of which 128 bytes are used, and evicts hot pages for it.
+            # MADV_RANDOM makes a fault read its one page; sequential scans (recovery's
+            # verification) ask for readahead explicitly through will_need().
+            if _MADV_RANDOM is not None:
+                m.madvise(_MADV_RANDOM)
         except BaseException:
             os.close(fd)
             raise
@@ -283,6 +295,21 @@ class _ReservedLevel(Level):
 
     def _storage_nodes(self) -> int:
         return min(self.capacity, self._reserved // NODE_SIZE)
+
+    def will_need(self, start: int, count: int) -> None:
+        """Start reading nodes start..start+count-1 in the background (MADV_WILLNEED)."""
+        if _MADV_WILLNEED is None:
+            return
+        page = mmap.PAGESIZE
+        lo, hi = start * NODE_SIZE, (start + count) * NODE_SIZE
+        while lo < hi:
+            r, off = divmod(lo, SHARD_BYTES)
+            if r >= len(self._maps):
+                return
+            n = min(SHARD_BYTES - off, hi - lo)
+            a = off - off % page
+            self._maps[r].madvise(_MADV_WILLNEED, a, off + n - a)
+            lo += n
 
     def flush_range(self, start: int, end: int) -> None:
         """Write nodes start..end-1 back to their files and fdatasync them (msync + fdatasync).

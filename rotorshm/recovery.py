@@ -84,9 +84,14 @@ def verify(core: TreeCore, data_dir: str, meta: CheckpointMeta,
         length = meta.lengths[lvl]
         parents = meta.lengths[lvl + 1]
         p = 0
+        below.will_need(0, min(length, _VERIFY_WINDOW * n))
+        above.will_need(0, min(parents, _VERIFY_WINDOW))
         while p < parents:
             q = min(parents, p + _VERIFY_WINDOW)
             lo, hi = p * n, min(q * n, length)
+            if q < parents:  # readahead of the next window while this one is hashed
+                below.will_need(hi, min(length, hi + (q - p) * n) - hi)
+                above.will_need(q, min(parents, q + _VERIFY_WINDOW) - q)
             if hi == length:
                 children = below.read(lo, hi - 1 - lo) + meta.frontier[lvl]
             else:
