@@ -50,6 +50,8 @@ from .config import (
     RotorTreeConfig,
     TieringConfig,
     check_tree_name,
+    describe_tiering_advice,
+    tiering_advice,
 )
 from .errors import (
     ConfigMismatch,
@@ -740,6 +742,8 @@ def tree_status(name: str) -> dict[str, Any]:
         if info["socket_exists"]:
             left.append(sock)
         info["left_behind"] = left
+    info["tiering_advice"] = tiering_advice(info["size"] or 0, info["arity"],
+                                            info["pin_above_level"])
     # The hashing kernel this machine selects (the daemon picks the same one unless its
     # ROTORSHM_KERNEL differs from this process's).
     info["kernel"] = dict(native_info())
@@ -799,6 +803,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         ("published seq", str(info["published_seq"])),
         ("durable seq", str(info["durable_seq"])),
         ("tiers", _tier_summary(info)),
+        ("tiering advice", describe_tiering_advice(info["tiering_advice"])),
         ("kernel", f"{info['kernel']['kernel']} ({info['kernel']['lanes']} lanes; available "
                    f"{', '.join(info['kernel']['available'])})"),
     ]
@@ -941,6 +946,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         report = inspect_tree(directory, progress)
     finally:
         progress.close()
+    if "header" in report:  # the size a reopen reaches: the replayed one, else the checkpoint's
+        sized = report.get("replay") or report.get("checkpoint") or {"size": 0}
+        report["tiering_advice"] = tiering_advice(sized["size"] or 0, report["header"]["arity"],
+                                                  None)
     if args.json:
         _print_json(report)
     else:
@@ -972,6 +981,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             r = report["replay"]
             rows.append(("replayed", f"seq {r['seq']}, size {r['size']}, depth {r['depth']}, "
                                      f"root {_short(r['root'])}"))
+        if "tiering_advice" in report:
+            rows.append(("tiering advice", describe_tiering_advice(report["tiering_advice"])))
         if report["attempts"] > 1:
             rows.append(("attempts", f"{report['attempts']} (a checkpoint ran meanwhile)"))
         for warning in report.get("warnings", []):

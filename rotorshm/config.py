@@ -136,6 +136,59 @@ def level_bytes(size: int, arity: int) -> list[int]:
     return out
 
 
+def memory_budget() -> int:
+    """The default RAM budget for pinned levels: half of the machine's memory (0 if unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def tiering_advice(size: int, arity: int, pin_above_level: int | None,
+                   budget_bytes: int | None = None) -> dict[str, int | None]:
+    """What `status` and `inspect` say about `pin_above_level` for a tree of `size` leaves.
+
+    Page reads per proof count the levels below the pin: each costs at most one page
+    read once the shard files no longer fit in the page cache (the shard mappings are
+    MADV_RANDOM, so a fault reads one page).
+    """
+    budget = memory_budget() if budget_bytes is None else budget_bytes
+    sizes = level_bytes(max(size, 1), arity)
+    depth = len(sizes)
+    suggested = suggest_pin_above_level(size, arity, budget)
+    pin = pin_above_level if pin_above_level is not None and pin_above_level < depth else None
+    return {
+        "memory_budget": budget,
+        "tree_bytes": sum(sizes),
+        "pin_above_level": pin,
+        "pinned_bytes": sum(sizes[pin:]) if pin is not None else 0,
+        "page_reads_per_proof": min(pin, depth - 1) if pin is not None else depth - 1,
+        "suggested_pin_above_level": suggested,
+        "suggested_pinned_bytes": sum(sizes[suggested:]),
+    }
+
+
+def describe_tiering_advice(advice: dict[str, int | None]) -> str:
+    """One line of `tiering_advice` for people."""
+    def gib(n: int | None) -> str:
+        n = n or 0
+        return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+    now = (f"pin_above_level {advice['pin_above_level']} keeps {gib(advice['pinned_bytes'])} "
+           f"in RAM" if advice["pin_above_level"] is not None
+           else "every level in shard files (the default tiering)")
+    return (f"{now}; a random proof costs at most {advice['page_reads_per_proof']} page "
+            f"read(s) once the {gib(advice['tree_bytes'])} of levels outgrow the page cache. "
+            f"Suggested for a {gib(advice['memory_budget'])} budget (half the RAM): "
+            f"pin_above_level {advice['suggested_pin_above_level']} "
+            f"({gib(advice['suggested_pinned_bytes'])} pinned, at most "
+            f"{advice['suggested_pin_above_level']} page read(s) per proof)")
+
+
 def suggest_pin_above_level(size: int, arity: int, budget_bytes: int) -> int:
     """The lowest `pin_above_level` whose pinned levels fit in `budget_bytes` of RAM.
 

@@ -331,6 +331,12 @@ def test_status(serve: Callable[..., Daemon]) -> None:
     assert all(s["size"] > 0 for s in info["shm_segments"])
     assert info["kernel"]["kernel"] in info["kernel"]["available"]
     assert info["kernel"]["lanes"] >= 1
+    adv = info["tiering_advice"]
+    # 1000 leaves, arity 4: levels of 1000, 250, 63, 16, 4, 1 nodes (32 bytes each)
+    assert adv["tree_bytes"] == 32 * (1000 + 250 + 63 + 16 + 4 + 1)
+    assert adv["pin_above_level"] == 1 and adv["pinned_bytes"] == 32 * (250 + 63 + 16 + 4 + 1)
+    assert adv["page_reads_per_proof"] == 1
+    assert adv["suggested_pin_above_level"] == 0  # 42 KiB fit in any machine's budget
 
     # A path containing '/' stands for the directory's default name.
     text = ok(rsm("status", str(d.dir)))
@@ -338,6 +344,8 @@ def test_status(serve: Callable[..., Daemon]) -> None:
     assert re.search(r"^size\s+1000$", text, re.M)
     assert "levels 1-5 in shared memory" in text
     assert re.search(r"^kernel\s+\w+ \(\d+ lanes", text, re.M)
+    assert re.search(r"^tiering advice\s+pin_above_level 1 keeps .* at most 1 page read", text,
+                     re.M)
 
     assert d.stop() == 0
     res = rsm("status", d.name)
@@ -378,8 +386,11 @@ def test_inspect(serve: Callable[..., Daemon], tmp_path: Path) -> None:
     assert rep["verify"]["result"] == "ok"
     assert rep["replay"] == {"seq": ck["seq"] + 2, "size": 310, "depth": ref_depth(310, ARITY),
                              "root": want}
+    assert rep["tiering_advice"]["tree_bytes"] == 32 * (310 + 78 + 20 + 5 + 2 + 1)
+    assert rep["tiering_advice"]["page_reads_per_proof"] == 5  # the default tiering
     text = ok(rsm("inspect", str(d.dir)))
     assert "none (offline)" in text and re.search(r"^result\s+OK$", text, re.M)
+    assert re.search(r"^tiering advice\s+every level in shard files", text, re.M)
 
     def broken(label: str, damage: Callable[[Path], None]) -> subprocess.CompletedProcess[str]:
         copy = tmp_path / f"copy-{label}"
