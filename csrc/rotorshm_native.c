@@ -94,6 +94,29 @@ void rs_fence(void)
     atomic_thread_fence(memory_order_seq_cst);
 }
 
+/* ---- epoch guard --------------------------------------------------------- */
+/* The seqlock pattern once more: the new writer marks the word, fences, then writes nodes;
+ * a reader reads nodes, fences, then loads the word.  If a read saw a node the new writer
+ * wrote, the load sees the mark. */
+
+int rs_guard_stale(const void *word, uint64_t size)
+{
+    atomic_thread_fence(memory_order_acquire);
+    uint64_t w = __atomic_load_n((const uint64_t *)word, __ATOMIC_RELAXED);
+    return w != 0 && size >= w;
+}
+
+void rs_guard_mark(void *word, uint64_t size)
+{
+    uint64_t *p = (uint64_t *)word;
+    uint64_t want = size + 1;
+    uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while ((cur == 0 || cur > want) &&
+           !__atomic_compare_exchange_n(p, &cur, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        ;
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
 /* ---- seqlock ----------------------------------------------------------- */
 
 void rs_seqlock_write(void *counter, void *dst, const void *src, size_t nbytes)

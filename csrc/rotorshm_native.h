@@ -58,6 +58,14 @@ void rs_store_release_u32(void *p, uint32_t v);
 uint32_t rs_fetch_add_u32(void *p, uint32_t v);
 void rs_fence(void);
 
+/* Epoch guard (DESIGN.md §4): a shared u64 in a writer's control block, 0 while its epoch
+ * is current, else 1 + the size a restarted writer recovered.  rs_guard_stale: acquire
+ * fence (everything read before stays before), then the word; 1 if a snapshot of `size`
+ * leaves reaches past the recovered size.  rs_guard_mark: lower the word to 1 + `size`
+ * (never raise it) and fence, before the new writer writes anything. */
+int rs_guard_stale(const void *word, uint64_t size);
+void rs_guard_mark(void *word, uint64_t size);
+
 /* Single-writer seqlock publication of nbytes from private src into shared dst. */
 void rs_seqlock_write(void *counter, void *dst, const void *src, size_t nbytes);
 
@@ -135,6 +143,9 @@ int rs_hash_groups_mt(const uint8_t *nodes, size_t count, unsigned arity, unsign
 #define RS_E_UNMAPPED -3
 #define RS_E_RESERVE -4
 #define RS_E_MALFORMED -5
+/* The view's epoch was superseded below its size (its guard): the gathered nodes may mix
+ * two writers' trees, nothing is returned. */
+#define RS_E_STALE -6
 /* Why an encoded proof is malformed (rs_parse_proof; rs_verify_proof_bytes returns -why). */
 #define RS_WHY_SHORT 1
 #define RS_WHY_VERSION 2
@@ -160,7 +171,9 @@ typedef struct rs_level {
     uint32_t reserved_;
 } rs_level;
 
-/* One snapshot: level lengths, the frontier copy (last node of every level), the levels. */
+/* One snapshot: level lengths, the frontier copy (last node of every level), the levels,
+ * and the epoch guard word of the writer that published it (NULL: none), checked after
+ * every proof is gathered (rs_guard_stale). */
 typedef struct rs_view {
     uint32_t arity;
     uint32_t nlevels;
@@ -168,6 +181,7 @@ typedef struct rs_view {
     uint64_t lengths[65];
     uint8_t frontier[2080];
     rs_level *levels[65];
+    const uint64_t *guard;
 } rs_view;
 
 /* Publish a new region table (a superset of the previous one, which must stay valid). */

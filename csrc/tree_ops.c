@@ -14,7 +14,10 @@
  * A view (rs_view) is one snapshot as C sees it: level lengths, the frontier copy (the
  * last node of each level, which the writer rewrites) and the levels.  Nodes of index
  * < length - 1 are immutable and read from storage; the last one of each level from the
- * frontier copy, as the Python reference does (rotorshm/snapshot.py).
+ * frontier copy, as the Python reference does (rotorshm/snapshot.py).  Nodes are immutable
+ * only while the writer's epoch lasts: a restarted writer that recovered fewer leaves than
+ * the view covers rewrites some of them, so a proof checks the view's epoch guard after
+ * gathering and returns RS_E_STALE instead of bytes that may mix two trees.
  *
  * Binary proof encoding (rotorshm/proof.py): a header of 84 bytes
  *   version u8 (1), kind u8 ('I' or 'C'), arity u8, two u64 LE (leaf index and tree size,
@@ -319,6 +322,8 @@ int64_t rs_inclusion_proof(const rs_view *v, uint64_t index, uint64_t size, uint
         p += (end - idx - 1) * NODE;
         idx /= n;
     }
+    if (v->guard && rs_guard_stale(v->guard, v->size))
+        return RS_E_STALE;
     return (int64_t)(p - out);
 }
 
@@ -345,6 +350,8 @@ int64_t rs_consistency_proof(const rs_view *v, uint64_t old_size, uint64_t new_s
     if (old_size == new_size) {
         put_head(out, KIND_CONSISTENCY, n, old_size, new_size, new_edges[nl - 1],
                  new_edges[nl - 1], 0);
+        if (v->guard && rs_guard_stale(v->guard, v->size))
+            return RS_E_STALE;
         return HEAD;
     }
     if ((rc = edges_at(v, old_size, LO, nlo, old_edges)) != 0)
@@ -368,6 +375,8 @@ int64_t rs_consistency_proof(const rs_view *v, uint64_t old_size, uint64_t new_s
         p += (end - bnd - 1) * NODE;
         bnd /= n;
     }
+    if (v->guard && rs_guard_stale(v->guard, v->size))
+        return RS_E_STALE;
     return (int64_t)(p - out);
 }
 

@@ -33,6 +33,7 @@ from .errors import IndexOutOfRange, InvalidProof, TreeClosed
 
 if TYPE_CHECKING:
     from .levels import Level
+    from .shm import EpochGuard
 
 NODE: Final[int] = 32
 HEAD: Final[int] = 84
@@ -42,6 +43,7 @@ E_CLOSED: Final[int] = int(lib.RS_E_CLOSED)
 E_UNMAPPED: Final[int] = int(lib.RS_E_UNMAPPED)
 E_RESERVE: Final[int] = int(lib.RS_E_RESERVE)
 E_MALFORMED: Final[int] = int(lib.RS_E_MALFORMED)
+E_STALE: Final[int] = int(lib.RS_E_STALE)
 
 # Output buffers that C fills before Python reads them: skip zeroing.
 alloc = ffi.new_allocator(should_clear_after_alloc=False)
@@ -178,21 +180,28 @@ class RegionTable:
 
 
 class View:
-    """A snapshot as C sees it (rs_view), with what must outlive it."""
+    """A snapshot as C sees it (rs_view), with what must outlive it (its region tables and
+    the epoch guard whose word C reads)."""
 
-    __slots__ = ("c", "cap", "keep")
+    __slots__ = ("c", "cap", "keep", "guard")
 
-    def __init__(self, c: Any, cap: int, keep: tuple[RegionTable, ...]) -> None:
+    def __init__(self, c: Any, cap: int, keep: tuple[RegionTable, ...],
+                 guard: EpochGuard | None = None) -> None:
         self.c = c
         self.cap = cap
         self.keep = keep
+        self.guard = guard
 
 
 def make_view(
     levels: Sequence[Level], arity: int, size: int, lengths: tuple[int, ...],
-    frontier: tuple[bytes, ...],
+    frontier: tuple[bytes, ...], guard: EpochGuard | None = None,
 ) -> View:
-    """The rs_view of a non-empty snapshot; maps (read-only readers) every region it covers."""
+    """The rs_view of a non-empty snapshot; maps (read-only readers) every region it covers.
+
+    With a `guard`, every proof gathered from the view is checked against its epoch after
+    gathering: RS_E_STALE (StaleSnapshot) instead of nodes a restarted writer may have
+    replaced."""
     nl = len(lengths)
     if not 1 <= nl <= VIEW_LEVELS or len(frontier) != nl or len(levels) < nl:
         raise IndexOutOfRange(f"a snapshot of {nl} levels cannot be handed to C")
@@ -212,10 +221,13 @@ def make_view(
     front = b"".join(frontier)
     ffi.memmove(v.frontier, front, len(front))
     v.levels[0:nl] = [t.c for t in tables]
-    return View(v, int(lib.rs_proof_capacity(arity, nl - 1)), tuple(tables))
+    v.guard = ffi.NULL if guard is None else guard.word
+    return View(v, int(lib.rs_proof_capacity(arity, nl - 1)), tuple(tables), guard)
 
 
-def _failed(rc: int, what: str) -> Exception:
+def _failed(rc: int, what: str, view: View) -> Exception:
+    if rc == E_STALE and view.guard is not None:
+        return view.guard.error(int(view.c.size))
     if rc == E_CLOSED:
         return TreeClosed(f"{what}: the tree's storage is closed")
     return IndexOutOfRange(f"{what}: refused by the C helper (code {rc})")
@@ -245,7 +257,7 @@ def inclusion_bytes(view: View, index: int, size: int) -> bytes:
     out = _take(cap)
     n = _rs_inclusion_proof(view.c, index, size, out, cap)
     if n < 0:
-        raise _failed(n, f"inclusion proof of leaf {index} at size {size}")
+        raise _failed(n, f"inclusion proof of leaf {index} at size {size}", view)
     enc: bytes = _unpack(out, n)
     if cap <= _OUT_BYTES:
         _out_pool.append(out)
@@ -258,7 +270,7 @@ def consistency_bytes(view: View, old_size: int, new_size: int) -> bytes:
     out = _take(cap)
     n = _rs_consistency_proof(view.c, old_size, new_size, out, cap)
     if n < 0:
-        raise _failed(n, f"consistency proof {old_size} -> {new_size}")
+        raise _failed(n, f"consistency proof {old_size} -> {new_size}", view)
     enc: bytes = _unpack(out, n)
     if cap <= _OUT_BYTES:
         _out_pool.append(out)

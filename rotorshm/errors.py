@@ -55,6 +55,22 @@ class WriterGone(RotorError):
     """No live writer publishes the tree (it died, stopped, or never started)."""
 
 
+class StaleSnapshot(RotorError):
+    """A snapshot reaches past what a restarted writer recovered: its data may be replaced.
+
+    The writer that published the snapshot died before some of its leaves were durable;
+    a new writer recovered fewer leaves and may be writing different ones (and different
+    right-edge nodes above them) in the storage the snapshot reads. Nothing mixed is ever
+    returned: take a new snapshot after `Reader.reattach()`, which follows the new writer.
+    Snapshots within the recovered size stay valid.
+    """
+
+    def __init__(self, message: str, size: int = 0, recovered_size: int = 0) -> None:
+        super().__init__(message)
+        self.size = size  #: the snapshot's size
+        self.recovered_size = recovered_size  #: leaves the restarted writer recovered
+
+
 class WriterUnavailable(RotorError, ConnectionError):
     """The writer daemon's socket cannot be reached, or the daemon went away mid-request."""
 

@@ -24,10 +24,12 @@ class _Attachment:
     on it; `lock` serialises growing the level list and mapping pinned regions.
     """
 
-    __slots__ = ("ctl", "arity", "pin", "data_dir", "prefix", "levels", "mapped_size", "lock")
+    __slots__ = ("ctl", "guard", "arity", "pin", "data_dir", "prefix", "levels", "mapped_size",
+                 "lock")
 
     def __init__(self, ctl: ControlBlock) -> None:
         self.ctl = ctl
+        self.guard = ctl.guard  # outlives ctl's mapping: snapshots keep it
         self.arity = ctl.arity
         self.pin = ctl.pin_above_level
         self.data_dir = f"{ctl.directory}/{DATA_DIR}"
@@ -48,7 +50,10 @@ class Reader:
     Every mapping is read-only. A reader never blocks the writer: a snapshot is a
     seqlock copy of O(depth) bytes plus the shared mappings. If the writer dies, the
     reader keeps serving its last snapshot and reports `writer_alive == False`;
-    `reattach()` follows a restarted writer (new epoch).
+    `reattach()` follows a restarted writer (new epoch). If the dead writer had published
+    leaves that were not durable and the restarted writer recovered fewer, snapshots
+    covering them raise StaleSnapshot from every call that reads the tree (`reattach()`
+    and a new snapshot are the way on); smaller snapshots stay valid.
 
     A Reader (and its snapshots) may be shared by threads: each seqlock copy goes into a
     buffer of its own call, level growth is locked, and reattach()/close() unmap the
@@ -130,7 +135,7 @@ class Reader:
                             return self._last
                         raise WriterGone(f"the writer of {self.name!r} has stopped")
                     att.mapped_size = state.size
-        snap = Snapshot(levels, att.arity, state.size, lengths, state.frontier)
+        snap = Snapshot(levels, att.arity, state.size, lengths, state.frontier, att.guard)
         self._last = snap
         return snap
 
@@ -181,7 +186,8 @@ class Reader:
         return self._control().wait_change(lambda: self.snapshot().root == root, timeout)
 
     def reattach(self, timeout: float | None = 10.0) -> None:
-        """Follow a restarted writer (new epoch). Old snapshots stay usable until dropped.
+        """Follow a restarted writer (new epoch). Old snapshots stay usable until dropped,
+        except those a restart made stale (StaleSnapshot).
 
         A writer restarting after a crash recovers before it publishes, and meanwhile the
         name still shows its dead predecessor's control block: wait up to `timeout`

@@ -15,6 +15,8 @@ Layout (little-endian, every word naturally aligned; DESIGN.md §4):
     1232  published state, STATE_BYTES: size u64, WAL seq u64, level count u64, then
           per level (MAX_LEVELS slots): length u64, frontier hash [32]. Levels are
           interleaved so that a reader copies only the prefix a tree of its depth uses.
+    4088  epoch guard u64: 0 while this epoch is current; 1 + the size a restarted writer
+          recovered once it superseded this block (see EpochGuard)
     4096  socket path: length u32 + 1020 bytes (length 0: DIR/writer.sock)
     5120  recovery note: length u32 + 1020 bytes utf-8 (what recovery dropped; 0: nothing)
 
@@ -45,11 +47,18 @@ import posix_ipc
 from ._native import ffi, lib
 from .atomics import WAKE_ALL, SharedWords
 from .config import check_tree_name
-from .errors import AccessDenied, InvalidConfig, StorePoisoned, TreeLocked, WriterGone
+from .errors import (
+    AccessDenied,
+    InvalidConfig,
+    StaleSnapshot,
+    StorePoisoned,
+    TreeLocked,
+    WriterGone,
+)
 from .segments import SEGMENT_PREFIX, SHM_DIR, unlink_segment
 
 MAGIC = b"RSHMCTL1"
-LAYOUT_VERSION = 3  # 3: flags word (durability lost), socket path, recovery note
+LAYOUT_VERSION = 4  # 3: flags word (durability lost), socket path, recovery note; 4: guard
 MAX_LEVELS = 65
 CTL_BYTES = 8192
 
@@ -69,6 +78,7 @@ OFF_PREFIX = 1096
 PREFIX_MAX = 124
 OFF_SEQLOCK = 1224
 OFF_STATE_DATA = 1232
+OFF_GUARD = 4088
 OFF_SOCKET = 4096
 SOCKET_MAX = 1020
 OFF_NOTE = 5120
@@ -87,7 +97,7 @@ HEARTBEAT_PERIOD = 0.1
 HEARTBEAT_STALE_NS = 3_000_000_000
 SPIN_RETRIES = 20_000
 
-assert OFF_STATE_DATA + STATE_BYTES <= OFF_SOCKET
+assert OFF_STATE_DATA + STATE_BYTES <= OFF_GUARD and OFF_GUARD + 8 <= OFF_SOCKET
 assert OFF_NOTE + 4 + NOTE_MAX <= CTL_BYTES
 
 
@@ -174,6 +184,99 @@ _alloc_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 _SPARE_LEVELS = 2  # copied beyond the last level count seen, so growth rarely costs a re-read
 
 
+class EpochGuard:
+    """A reader's handle on one epoch's guard word: has a restarted writer superseded it?
+
+    Readers trust that nodes below a level's published length never change. That holds
+    while the epoch lasts; a writer that restarts after a crash and recovers fewer leaves
+    than its predecessor published rewrites the nodes past the recovered size, in place
+    in the shard files. Before it writes anything it marks its predecessor's control block
+    (`supersede`): the guard word becomes 1 + the recovered size. Every proof checks the
+    word after gathering (in C, acquire fence then load: the seqlock pattern), and a
+    snapshot larger than the recovered size raises StaleSnapshot instead of returning data.
+
+    The guard maps the block a second time, read-only, and keeps that mapping for as long
+    as a snapshot (or its C view) refers to it, so a Reader's reattach() or close(), which
+    unmap the block itself, never leave a snapshot pointing at unmapped memory.
+    """
+
+    __slots__ = ("name", "word", "_map", "_buf")
+
+    def __init__(self, name: str, mapping: mmap.mmap) -> None:
+        self.name = name
+        self._map = mapping
+        self._buf = ffi.from_buffer("char[]", mapping, require_writable=False)
+        self.word = ffi.cast("const uint64_t *", self._buf + OFF_GUARD)
+
+    def recovered_size(self) -> int | None:
+        """The size a restarted writer recovered, or None while the epoch is current."""
+        w = int(lib.rs_load_acquire_u64(self.word))
+        return None if w == 0 else w - 1
+
+    def stale(self, size: int) -> bool:
+        """True if a snapshot of `size` leaves reaches past what a restarted writer recovered."""
+        return bool(lib.rs_guard_stale(self.word, size))
+
+    def check(self, size: int) -> None:
+        """Raise StaleSnapshot if stale(size) (call after reading the nodes, not before)."""
+        if lib.rs_guard_stale(self.word, size):
+            raise self.error(size)
+
+    def error(self, size: int) -> StaleSnapshot:
+        """The StaleSnapshot for a snapshot of `size` leaves."""
+        got = self.recovered_size()
+        rec = size if got is None else got
+        return StaleSnapshot(
+            f"stale snapshot of {size} leaves: the writer of {self.name!r} that published it "
+            f"died before leaves {rec}..{size - 1} were durable, and a restarted writer "
+            f"recovered {rec} leaves and may have replaced the rest; take a new snapshot "
+            f"after Reader.reattach() (snapshots of up to {rec} leaves stay valid)",
+            size, rec,
+        )
+
+
+def supersede(directory: str, recovered_size: int) -> list[str]:
+    """Mark every control block publishing `directory` as superseded at `recovered_size`.
+
+    Called by a writer that holds the directory's lock, after it knows what recovery will
+    keep and before it writes any node: every block naming the directory then belongs to a
+    writer that is gone (a killed writer cannot unlink its block). The mark only ever
+    lowers a block's recovered size (a second restart never revives a stale snapshot).
+    Returns the names marked; a block this process may not write is skipped with a warning.
+    """
+    import logging
+
+    marked = []
+    for name in names_publishing(directory):
+        seg_name = control_name(name)
+        try:
+            seg = posix_ipc.SharedMemory(seg_name)
+        except posix_ipc.ExistentialError:
+            continue
+        except posix_ipc.PermissionsError as exc:
+            logging.getLogger("rotorshm").warning(
+                "cannot mark %s superseded (%s): snapshots its readers hold over leaves "
+                "past %d may serve replaced data", seg_name, exc, recovered_size)
+            continue
+        try:
+            if os.fstat(seg.fd).st_size < CTL_BYTES:
+                continue
+            m = mmap.mmap(seg.fd, CTL_BYTES, mmap.MAP_SHARED,
+                          mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            seg.close_fd()
+        try:
+            buf = ffi.from_buffer("char[]", m)
+            try:
+                lib.rs_guard_mark(buf + OFF_GUARD, recovered_size)
+            finally:
+                ffi.release(buf)
+        finally:
+            m.close()
+        marked.append(name)
+    return marked
+
+
 class ControlBlock:
     """A mapped control block: created read-write by the writer, attached read-only by readers."""
 
@@ -195,6 +298,7 @@ class ControlBlock:
         self._users_cv = threading.Condition(self._users_lock)
         self._tls = threading.local()  # per-thread seqlock output buffers (_read_state)
         self._durable_lock = threading.Lock()  # writer: durable publications in order
+        self.guard: EpochGuard | None = None  # readers: this epoch's guard (attach)
 
     # -- creation and attachment -------------------------------------------------------------
 
@@ -266,6 +370,7 @@ class ControlBlock:
             if os.fstat(seg.fd).st_size < CTL_BYTES:
                 raise WriterGone(f"control block {seg_name} is still being created")
             m = mmap.mmap(seg.fd, CTL_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
+            guard_map = mmap.mmap(seg.fd, CTL_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
         finally:
             seg.close_fd()
         # The creator stores the magic last, with release ordering: an acquire load pairs
@@ -274,12 +379,16 @@ class ControlBlock:
             magic = words.load_u64(0)
         if magic != int.from_bytes(MAGIC, "little"):
             m.close()
+            guard_map.close()
             raise WriterGone(f"{seg_name} is not a rotorshm control block (or half-created)")
         version = struct.unpack_from("<I", m, OFF_VERSION)[0]
         if version != LAYOUT_VERSION:
             m.close()
+            guard_map.close()
             raise WriterGone(f"{seg_name}: layout version {version}, expected {LAYOUT_VERSION}")
-        return cls(name, m, writable=False)
+        block = cls(name, m, writable=False)
+        block.guard = EpochGuard(name, guard_map)
+        return block
 
     @staticmethod
     def live_owner(name: str) -> int | None:

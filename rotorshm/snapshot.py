@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import _cpaths
 from .errors import IndexOutOfRange, InvalidArgument
@@ -24,6 +25,9 @@ from .proof import (
     consistency_from_encoding,
     inclusion_from_encoding,
 )
+
+if TYPE_CHECKING:
+    from .shm import EpochGuard
 
 
 @functools.lru_cache(maxsize=4096)
@@ -61,9 +65,17 @@ def as_index(value: object, what: str) -> int:
 
 
 class Snapshot:
-    """Consistent read-only view of a tree of `size` leaves; valid however far the tree grows."""
+    """Consistent read-only view of a tree of `size` leaves; valid however far the tree grows.
 
-    __slots__ = ("_levels", "arity", "size", "_lengths", "_frontier", "_view")
+    A reader's snapshot also carries its writer epoch's guard: if that writer died before
+    some of the snapshot's leaves were durable and a restarted writer recovered fewer
+    leaves, every call that reads the level storage raises StaleSnapshot (checked after
+    reading, so nothing it gathered is returned) instead of data that may mix two trees.
+    `root`, `size` and `frontier` are the snapshot's own copies and never raise; `stale`
+    tells whether the rest would.
+    """
+
+    __slots__ = ("_levels", "arity", "size", "_lengths", "_frontier", "_view", "_guard")
 
     def __init__(
         self,
@@ -72,6 +84,7 @@ class Snapshot:
         size: int,
         lengths: tuple[int, ...],
         frontier: tuple[bytes, ...],
+        guard: EpochGuard | None = None,
     ) -> None:
         self._levels = levels
         self.arity = arity
@@ -79,14 +92,31 @@ class Snapshot:
         self._lengths = lengths
         self._frontier = frontier
         self._view: _cpaths.View | None = None  # the C view, built at the first C proof
+        self._guard = guard
 
     def _c_view(self) -> _cpaths.View:
         view = self._view
         if view is None:
             view = self._view = _cpaths.make_view(
-                self._levels, self.arity, self.size, self._lengths, self._frontier
+                self._levels, self.arity, self.size, self._lengths, self._frontier,
+                self._guard,
             )
         return view
+
+    @property
+    def stale(self) -> bool:
+        """True if a restarted writer recovered fewer leaves than this snapshot covers: its
+        proofs, consistency proofs, leaves and nodes raise StaleSnapshot (see the class doc).
+        Always False for a snapshot of a tree in this process."""
+        guard = self._guard
+        return guard is not None and guard.stale(self.size)
+
+    def check_stale(self) -> None:
+        """Raise StaleSnapshot if `stale`. Code that reads the snapshot's level storage
+        directly calls it *after* reading: then what it read is this epoch's tree."""
+        guard = self._guard
+        if guard is not None:
+            guard.check(self.size)
 
     @property
     def root(self) -> bytes | None:
@@ -118,7 +148,10 @@ class Snapshot:
             raise IndexOutOfRange(f"node {index} not on level {level} of length {n}")
         if index == n - 1:
             return self._frontier[level]
-        return self._levels[level].node(index)
+        node = self._levels[level].node(index)
+        if self._guard is not None:
+            self.check_stale()
+        return node
 
     def get_leaf(self, index: int) -> bytes:
         """Leaf `index`."""
@@ -167,7 +200,7 @@ class Snapshot:
         """
         index, size = self._inclusion_args(index, size)
         if not _native_over(self._levels):
-            return self._proof_py(index, size).to_bytes()
+            return self._proof_py(index, size).to_bytes()  # checks the epoch itself
         return _inclusion_bytes(self._view or self._c_view(), index, size)
 
     def generate_proof(self, index: int, size: int | None = None) -> InclusionProof:
@@ -206,6 +239,7 @@ class Snapshot:
             out.append(_tuple_new(ProofLevel, (pos, tuple(map(buf.__getitem__, cuts)))))
             idx //= n
         leaf = frontier[0] if index == self.size - 1 else levels[0].node(index)
+        self.check_stale()
         return InclusionProof(frontier[-1], leaf, index, self.size, n, tuple(out))
 
     def _proof_at(self, index: int, size: int) -> InclusionProof:
@@ -265,6 +299,7 @@ class Snapshot:
         new_edges = self._edges(new)
         old_root = self._edges(old_size)[-1]
         if old_size == new:
+            self.check_stale()
             return ConsistencyProof(old_root, old_root, old_size, new, n, ())
         lengths = level_lengths(new, n)
 
@@ -280,6 +315,7 @@ class Snapshot:
             added = tuple(node(lvl, j) for j in range(bnd + 1, min(g + n, lengths[lvl])))
             out.append(ConsistencyLevel(shared, added))
             bnd //= n
+        self.check_stale()
         return ConsistencyProof(old_root, new_edges[-1], old_size, new, n, tuple(out))
 
     def __repr__(self) -> str:

@@ -32,6 +32,7 @@ from .errors import (
 from .hashing import NODE_SIZE
 from .levels import FileLevel, Level
 from .segments import ShmLevel, segment_prefix, stale_segments, unlink_segment
+from .shm import supersede
 from .snapshot import Snapshot
 from .tree import BytesLike, Leaves, TreeCore, batch_bytes, leaf_bytes
 
@@ -166,6 +167,21 @@ class RotorTree:
         # header.bin), before fsyncing data/: make that rename durable before the meta
         # may drive a WAL truncation below.
         io.fsync_dir(self.data_dir)
+        ckpt_seq, ckpt_size = (meta.seq, meta.size) if meta is not None else (0, 0)
+        wal_path = os.path.join(self.path, WAL_FILE)
+        scan = wal.scan(wal_path, first_seq=ckpt_seq + 1)
+        for rec in scan.records:
+            if len(rec.payload) % NODE_SIZE:
+                raise CorruptionError(
+                    f"{wal_path}: record at offset {rec.offset} is not a whole number of leaves"
+                )
+        # Before writing any node: a dead writer of this directory may have published more
+        # than we recover (leaves it never made durable), and its readers' snapshots read
+        # the shard files we are about to write. Mark its control block superseded at the
+        # size we recover, so those snapshots raise StaleSnapshot (DESIGN.md §4).
+        recovered = ckpt_size + sum(
+            len(r.payload) for r in scan.records if r.seq > ckpt_seq) // NODE_SIZE
+        supersede(os.path.abspath(self.path), recovered)
         if meta is not None and meta.size:
             recovery.restore(self.core, self.data_dir, meta)
             if cfg.verify_checkpoint:
@@ -173,13 +189,6 @@ class RotorTree:
             self._ckpt = meta
         elif meta is not None:
             self._ckpt = meta
-        wal_path = os.path.join(self.path, WAL_FILE)
-        scan = wal.scan(wal_path, first_seq=self._ckpt.seq + 1)
-        for rec in scan.records:
-            if len(rec.payload) % NODE_SIZE:
-                raise CorruptionError(
-                    f"{wal_path}: record at offset {rec.offset} is not a whole number of leaves"
-                )
         last = recovery.replay(self.core, scan, self._ckpt.seq, wal_path, cfg.progress)
         if scan.torn_bytes:
             from .offline import torn_tail_note

@@ -142,6 +142,7 @@ def _read_nodes(snap: Snapshot, level: int, start: int, count: int) -> bytes:
     levels = getattr(snap, "_levels", None)  # the snapshot's own storage: one bulk read
     if levels is not None:
         data: bytes = levels[level].read(start, count)
+        snap.check_stale()  # after the read: a restarted writer may have replaced them
         return data
     return b"".join(snap.get_node(level, i) for i in range(start, start + count))
 

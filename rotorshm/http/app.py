@@ -54,6 +54,7 @@ from ..errors import (
     IndexOutOfRange,
     InvalidLeaf,
     RotorError,
+    StaleSnapshot,
     StorageFull,
     WriterGone,
     WriterUnavailable,
@@ -258,6 +259,14 @@ class _Tree:
             if not self.alive:
                 self._look_for_successor(now)
             self._track_durable()
+        snap = self._current()
+        if snap.stale:
+            # The writer that published it died and a restarted one recovered fewer leaves
+            # (DESIGN.md §4): look for the new writer now rather than at the next period.
+            snap = self.after_stale(now)
+        return snap
+
+    def _current(self) -> Snapshot:
         if self.alive and self.reader is not None:
             try:
                 snap = self.reader.snapshot()
@@ -270,6 +279,23 @@ class _Tree:
             raise HTTPError(503, f"no snapshot of tree {self.name!r} yet (no writer has "
                                  "published it)")
         return self.last
+
+    def after_stale(self, now: float) -> Snapshot:
+        """The snapshot of a successor writer, or a 503 (retry) while it still recovers."""
+        self.alive = False
+        self._next_attach = 0.0
+        self._look_for_successor(now)
+        snap = self._current()
+        if snap.stale:
+            raise stale_error(snap.size)
+        return snap
+
+
+def stale_error(size: int) -> HTTPError:
+    """The 503 for a snapshot a writer restart made stale: retry once the new writer is up."""
+    return HTTPError(503, f"the tree of {size} leaves this worker held was superseded: its "
+                          "writer died before those leaves were durable and a restarted "
+                          "writer recovered fewer; retry shortly", [(b"retry-after", b"1")])
 
 
 class _Inserter:
@@ -460,6 +486,13 @@ class ProofApp:
                 raise HTTPError(404, f"no such endpoint: {path[:100]}")
         except _NotModified as exc:
             status, body, headers = 304, b"", exc.headers
+        except StaleSnapshot as exc:  # went stale between the check and the read
+            with contextlib.suppress(HTTPError, RotorError):
+                self.tree.after_stale(time.monotonic())
+            err = stale_error(exc.size)
+            status = err.status
+            body = _error_body(err.status, err.message)
+            headers = [(b"content-type", _PROBLEM), *err.headers]
         except HTTPError as exc:
             status = exc.status
             body = _error_body(exc.status, exc.message)
