@@ -9,7 +9,6 @@ that was durable when the backup began.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
