@@ -29,7 +29,8 @@ def read_cdef(header: Path = HEADER) -> str:
 
 # The atomics/seqlock/futex helper, the BLAKE3 kernels (one file per instruction set; the
 # SIMD ones compile to nothing off x86-64) with their dispatcher, the tree's node hashing, and
-# the path walks over level storage (single-leaf append, proofs, verification).
+# the path walks over level storage (single-leaf append, proofs, verification), and the WAL
+# search behind a damaged record.
 SOURCES = [
     "csrc/rotorshm_native.c",
     "csrc/kernel_portable.c",
@@ -39,6 +40,7 @@ SOURCES = [
     "csrc/kernel_dispatch.c",
     "csrc/tree_hash.c",
     "csrc/tree_ops.c",
+    "csrc/wal_scan.c",
 ]
 DEPENDS = ["csrc/rotorshm_native.h", "csrc/kernel.h"]
 # No -m flags: each SIMD function carries its own target attribute, so one build runs on

@@ -15,6 +15,9 @@ trees live on the results' filesystem rather than on a possibly memory-backed /t
   N/10, N new leaves): seconds;
 * reopen of an N-leaf tree from its checkpoint, with and without ``verify_checkpoint``;
 * WAL replay: reopen of an N-leaf tree held only in the WAL: leaves/s;
+* WAL torn-tail scan: ``wal.scan`` of a valid log followed by 64 MiB (8 MiB with --quick)
+  of non-zero garbage, random and 0xFF-filled (recovery searches the garbage for a valid
+  later record before calling it a torn tail): MB of garbage per second, median of runs;
 * ``generate_proof`` latency at N leaves from RotorTree snapshots (levels in mmap'd files,
   the default, and every level in shared memory) against LeanIMT, page cache warm, on one
   pinned core; the ratio of medians.
@@ -173,6 +176,8 @@ class Params:
     ckpt_sizes: tuple[int, ...]
     reopens: int
     replays: int
+    scan_mib: int
+    scans: int
     samples: int
     warmup: int
     rounds: int
@@ -184,6 +189,7 @@ TARGET_INGEST = f"durable ingest, interval 10ms, batch {MAIN_BATCH:,}"
 TARGET_REOPEN = "reopen from checkpoint, verify=False"
 TARGET_REOPEN_VERIFY = "reopen from checkpoint, verify=True"
 TARGET_REPLAY = "WAL replay (reopen)"
+SCAN_GARBAGE = ("random", "0xff")
 RATIO_FILES = "proof ratio RotorTree files / LeanIMT"
 RATIO_SHM = "proof ratio RotorTree shm / LeanIMT"
 
@@ -200,6 +206,10 @@ def wait_key(label: str, batch: int) -> str:
     return f"durability wait, {label}, batch {batch:,}"
 
 
+def scan_key(garbage: str) -> str:
+    return f"WAL torn-tail scan, {garbage} garbage"
+
+
 def ckpt_key(n: int) -> str:
     return f"checkpoint after {n:,} new leaves"
 
@@ -212,6 +222,7 @@ def targets_for(p: Params) -> list[common.Target]:
         Target(TARGET_REOPEN, "median", "<=", 0.2, "s"),
         Target(TARGET_REOPEN_VERIFY, "median", "<=", 1.0, "s"),
         Target(TARGET_REPLAY, "median", ">=", 2_000_000, "leaves/s"),
+        *(Target(scan_key(g), "median", ">=", 200, "MB/s") for g in SCAN_GARBAGE),
         Target(RATIO_FILES, "median", "<=", 1.2, "ratio"),
         Target(RATIO_SHM, "median", "<=", 1.2, "ratio"),
     ]
@@ -239,6 +250,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
         ckpt_sizes=tuple(sorted({max(leaves // 100, 1), max(leaves // 10, 1), leaves})),
         reopens=3 if quick else 5,
         replays=3,
+        scan_mib=8 if quick else 64,
+        scans=3 if quick else 5,
         samples=samples,
         warmup=200 if quick else 1_000,
         rounds=4 if quick else 10,
@@ -495,6 +508,34 @@ def bench_replay(p: Params, ws: Workspace, data: bytes, results: dict[str, Any],
     )
 
 
+def bench_scan(p: Params, results: dict[str, Any], step: Callable[[str], None]) -> None:
+    """wal.scan over a valid log followed by garbage: the search behind the damaged record
+    (is a valid record hiding after it?) must run at disk speed, not ~1 MB/s."""
+    from rotorshm import wal
+
+    rng = random.Random(p.seed)
+    prefix = b"".join(wal.encode_record(seq, rng.randbytes(MAIN_BATCH * LEAF))
+                      for seq in range(1, 11))
+    n = p.scan_mib << 20
+    clock = time.perf_counter
+    for garbage in SCAN_GARBAGE:
+        junk = rng.randbytes(n) if garbage == "random" else b"\xff" * n
+        data = prefix + junk
+        rates = []
+        for i in range(p.scans):
+            step(f"WAL scan over {garbage} garbage {i + 1}/{p.scans}")
+            t0 = clock()
+            scan = wal.scan("wal.log", first_seq=1, data=data)
+            rates.append(common.rate(n / 1e6, clock() - t0))
+            assert len(scan.records) == 10 and scan.torn_bytes == n, "the scan kept garbage"
+        results[scan_key(garbage)] = common.runs_entry(
+            "throughput", rates, "MB/s", garbage_bytes=n, garbage=garbage,
+            valid_records=10, valid_bytes=len(prefix),
+            what="wal.scan of a log in memory (no I/O): 10 valid records, then garbage that "
+                 "recovery drops as a torn tail after searching it for a later valid record",
+        )
+
+
 # -- proof latency ---------------------------------------------------------------------------
 
 def bench_proofs(p: Params, ws: Workspace, data: bytes, results: dict[str, Any],
@@ -614,7 +655,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     phases: dict[str, Any] = {}
     steps = (p.runs * len(p.batches) * (len(POLICIES) + 1) + p.runs + 1 + 2 * p.reopens
-             + 1 + p.replays + 1 + p.rounds)
+             + 1 + p.replays + len(SCAN_GARBAGE) * p.scans + 1 + p.rounds)
 
     @contextlib.contextmanager
     def phase(name: str) -> Iterator[None]:
@@ -633,6 +674,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 files_path, root = bench_reopen(p, ws, data, results, bar.advance)
             with phase("replay"):
                 bench_replay(p, ws, data, results, bar.advance, root)
+            with phase("wal scan"):
+                bench_scan(p, results, bar.advance)
             phases["proofs"] = bench_proofs(p, ws, data, results, bar.advance, files_path,
                                             root, args.cpu)
     finally:
@@ -669,6 +712,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "checkpoint_sizes": list(p.ckpt_sizes),
             "reopens": p.reopens,
             "replays": p.replays,
+            "scan_garbage_mib": p.scan_mib,
+            "scans": p.scans,
             "proof_samples": p.samples,
             "proof_warmup": p.warmup,
             "proof_rounds": p.rounds,

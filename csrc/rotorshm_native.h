@@ -231,6 +231,15 @@ int64_t rs_update_inclusion(unsigned arity, uint64_t old_size, uint64_t new_size
                             const uint8_t *ienc, size_t ilen, unsigned inlev, uint8_t *out,
                             size_t cap);
 
+/* WAL search behind a damaged record (wal_scan.c): the first offset start >= from at
+ * which a valid record is framed (payload length, CONTINUED bit masked, <= max_payload and
+ * inside buf; CRC32C right) whose sequence lies in one of the inclusive ranges lo[i]..hi[i]
+ * (at most 8 ranges), or -1. */
+int64_t rs_wal_find_record(const uint8_t *buf, size_t len, size_t from, const uint64_t *lo,
+                           const uint64_t *hi, size_t nranges, uint64_t max_payload);
+/* CRC32C (Castagnoli) of n bytes, as the crc32c package computes it. */
+uint32_t rs_crc32c(const uint8_t *p, size_t n);
+
 /* CFFI-CDEF-END */
 
 #ifdef __cplusplus

@@ -3,10 +3,10 @@
 Subcommands: serve (writer daemon), insert (submit leaves to a daemon), proof and
 consistency (from a published tree), verify (a proof file against a trusted root),
 status (of a published tree), cleanup (what a dead writer left), inspect (offline check
-of a tree directory), http (serve a published tree over HTTP; needs the http extra),
-keygen, tiles export and remote proof|watch (signed checkpoints, static tiles, verifying
-client; the tiles extra, rotorshm/tlog_cli.py), demo (multi-process end-to-end run) and
-bench (the benchmark suite).
+of a tree directory), backup (a consistent copy while the writer runs), http (serve a
+published tree over HTTP; needs the http extra), keygen, tiles export and remote
+proof|watch (signed checkpoints, static tiles, verifying client; the tiles extra,
+rotorshm/tlog_cli.py), demo (multi-process end-to-end run) and bench (the benchmark suite).
 
 Addressing: every TREE argument is a directory or a name. It is a directory if it
 contains a '/', is '.' or '..', or names an existing directory; otherwise it is the name
@@ -67,7 +67,7 @@ from .errors import (
 from .hashing import MAX_ARITY, MIN_ARITY, NODE_SIZE
 from .kernel import native_info
 from .levels import SHARD_BYTES, shard_name
-from .offline import inspect_tree
+from .offline import disk_usage, inspect_tree
 from .progress import PROGRESS_MIN, PhaseProgress, progress_bar
 from .proof import FORMAT_VERSION, ConsistencyProof, InclusionProof
 
@@ -735,6 +735,8 @@ def tree_status(name: str) -> dict[str, Any]:
             entry["allocated"] = sum(s["allocated"] for s in mine)
         levels.append(entry)
     info["levels"] = levels
+    apparent, real = disk_usage(directory) if os.path.isdir(directory) else (0, 0)
+    info["disk"] = {"apparent_bytes": apparent, "real_bytes": real}
     sock = info["socket"]
     info["socket_exists"] = bool(sock) and is_socket(sock)
     if info["writer"] in ("dead", "hung"):
@@ -767,6 +769,12 @@ def _tier_summary(info: dict[str, Any]) -> str:
     if shm:
         parts.append(f"{span(shm)} in shared memory")
     return f"pin_above_level {pin if pin is not None else 'none'}: " + ", ".join(parts)
+
+
+def _disk_row(disk: dict[str, int]) -> str:
+    """Real and apparent size of a tree directory (shard files are sparse)."""
+    return (f"real {human_bytes(disk['real_bytes'])}, apparent "
+            f"{human_bytes(disk['apparent_bytes'])} (shard files are sparse)")
 
 
 def _writer_row(info: dict[str, Any]) -> str:
@@ -803,6 +811,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         ("published seq", str(info["published_seq"])),
         ("durable seq", str(info["durable_seq"])),
         ("tiers", _tier_summary(info)),
+        ("disk", _disk_row(info["disk"])),
         ("tiering advice", describe_tiering_advice(info["tiering_advice"])),
         ("kernel", f"{info['kernel']['kernel']} ({info['kernel']['lanes']} lanes; available "
                    f"{', '.join(info['kernel']['available'])})"),
@@ -961,6 +970,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             h = report["header"]
             rows.append(("header", f"arity {h['arity']}, max_depth {h['max_depth']}, "
                                    f"format version {h['version']}"))
+        if "disk" in report:
+            rows.append(("disk", _disk_row(report["disk"])))
         if "checkpoint" in report:
             c = report["checkpoint"]
             rows.append(("checkpoint", "none" if c is None else
@@ -1002,6 +1013,66 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         return EXIT_USAGE if report.get("problem") == "not_a_tree" else EXIT_FAIL
     for warning in report.get("warnings", []):
         print(f"rotorshm: warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+# -- backup -----------------------------------------------------------------------------------
+
+def _live_durable_seq(target: Target, directory: str) -> Callable[[], int | None]:
+    """The durable sequence of the live writer publishing `directory`, read when called;
+    None when no live writer publishes it (then the copy takes every valid WAL record)."""
+    from .shm import ControlBlock
+
+    def read() -> int | None:
+        if target.name is None:
+            return None
+        try:
+            block = ControlBlock.attach(target.name)
+        except WriterGone:
+            return None
+        try:
+            if (os.path.realpath(block.directory) != os.path.realpath(directory)
+                    or not block.writer_alive()):
+                return None
+            return int(block.durable_seq)
+        finally:
+            block.close()
+
+    return read
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from .backup import backup_tree, check_destination
+
+    target = resolve(args.tree)
+    if target.directory is None:
+        raise UsageError(f"{args.tree}: no such directory, and no control block names a tree "
+                         f"{args.tree!r} (a tree directory must exist or contain a '/')")
+    directory = target.directory
+    check_destination(args.out, directory)  # before anything is done
+    result = backup_tree(directory, args.out, _live_durable_seq(target, directory),
+                         progress=not args.quiet, verify=args.verify)
+    if args.json:
+        _print_json(result.to_json())
+        return EXIT_OK
+    rows = [
+        ("source", result.source),
+        ("backup", result.path),
+        ("size", f"{result.size} leaves ({result.checkpoint_size} in the checkpoint, "
+                 f"{result.wal_records} WAL record(s) to replay), up to seq {result.seq}"),
+        ("durable seq", "no live writer: every valid WAL record" if result.durable_seq is None
+         else f"{result.durable_seq} (the writer's, when the copy began)"),
+        ("copied", f"{human_bytes(result.bytes_copied)} in {result.seconds:.2f} s"),
+        ("disk", f"real {human_bytes(result.real_bytes)}, apparent "
+                 f"{human_bytes(result.apparent_bytes)} (source: real "
+                 f"{human_bytes(result.source_real_bytes)}, apparent "
+                 f"{human_bytes(result.source_apparent_bytes)})"),
+    ]
+    if result.root is not None:
+        rows.append(("verified", f"root {result.root}"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
     return EXIT_OK
 
 
@@ -1172,6 +1243,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("backup", help="consistent copy of a tree while its writer runs",
+                       description="Copy a tree to a new directory while its writer keeps "
+                       "ingesting: checkpoints wait, inserts do not. The copy holds every leaf "
+                       "durable when the backup began, is sparse like the original, and opens "
+                       "with verify_checkpoint=True.")
+    p.add_argument("tree", metavar="TREE", help=TREE_HELP)
+    p.add_argument("out", metavar="OUT",
+                   help="the new tree directory (must not exist, or be an empty directory)")
+    p.add_argument("--verify", action="store_true",
+                   help="check the copy as `inspect` does before putting it in place")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_backup)
 
     p = sub.add_parser("http", help="serve proofs, leaves and tiles of a published tree over HTTP")
     p.add_argument("name", metavar="TREE", help=TREE_HELP)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from typing import Any
 
 from . import checkpoint as ckpt
@@ -175,6 +176,22 @@ def lock_holder(path: str) -> int | None:
     return None
 
 
+def disk_usage(path: str) -> tuple[int, int]:
+    """(apparent, real) bytes of the regular files under `path`: their st_size and
+    st_blocks. Shard files are sparse (256 MiB apparent each), so the two differ widely."""
+    apparent = real = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                apparent += st.st_size
+                real += st.st_blocks * 512
+    return apparent, real
+
+
 def _read_or_none(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
@@ -231,6 +248,8 @@ def _inspect_once(path: str, report: dict[str, Any], progress: ProgressCallback 
     if not os.path.isdir(path):
         raise NotATree(f"{path}: not a directory")
     entries = os.listdir(path)  # PermissionError: unreadable, not corrupt
+    apparent, real = disk_usage(path)
+    report["disk"] = {"apparent_bytes": apparent, "real_bytes": real}
     header = ckpt.read_header(data_dir)  # CRC, magic, version and geometry
     if header is None:
         if not entries:

@@ -17,6 +17,7 @@ import filelock
 
 from . import checkpoint as ckpt
 from . import recovery, wal
+from .backup import BackupResult, try_lock_checkpoints
 from .config import RotorTreeConfig
 from .durable_io import DurableIO
 from .errors import (
@@ -378,8 +379,9 @@ class RotorTree:
             # that finds no space (or fails to write) is retried at the next trigger; the
             # WAL holds everything meanwhile, and an explicit checkpoint() still raises. A
             # failed sync has poisoned the tree: the tokens and every later call say so.
+            # A backup holding checkpoints off puts it off to the next trigger.
             with contextlib.suppress(OSError, StorePoisoned):
-                self.checkpoint()
+                self._checkpoint_if_free()
 
     # -- durability -------------------------------------------------------------------------
 
@@ -471,14 +473,55 @@ class RotorTree:
 
         Costs work proportional to what changed since the previous checkpoint.
         """
-        with self._lock:
-            self._check_writable()
-            try:
-                return self._checkpoint()
-            except OSError as exc:
-                if wal.is_full_error(exc) and not isinstance(exc, StorageFull):
-                    raise StorageFull(exc.errno, f"checkpoint: {exc.strerror}") from exc
-                raise
+        self._check_writable()
+        # Waits while a backup holds checkpoints off (rotorshm/backup.py); taken before the
+        # ingest lock, so that ingest goes on meanwhile.
+        fd = try_lock_checkpoints(self.path, block=True)
+        try:
+            with self._lock:
+                self._check_writable()
+                return self._checkpoint_locked()
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _checkpoint_locked(self) -> ckpt.CheckpointMeta:
+        """checkpoint() for a caller holding the ingest lock and checkpoint.lock."""
+        try:
+            return self._checkpoint()
+        except OSError as exc:
+            if wal.is_full_error(exc) and not isinstance(exc, StorageFull):
+                raise StorageFull(exc.errno, f"checkpoint: {exc.strerror}") from exc
+            raise
+
+    def _checkpoint_if_free(self) -> bool:
+        """Checkpoint now unless a backup holds checkpoints off (then False: try later).
+
+        For callers holding the ingest lock, which must never wait for a backup.
+        """
+        self._check_writable()
+        fd = try_lock_checkpoints(self.path, block=False)
+        if fd is None:
+            return False
+        try:
+            self._checkpoint_locked()
+        finally:
+            os.close(fd)
+        return True
+
+    def backup(self, path: str | os.PathLike[str], progress: bool = False,
+               verify: bool = False) -> BackupResult:
+        """Copy the tree to the new directory `path` while ingest goes on (online backup).
+
+        The copy holds every leaf durable when the call began (and at most the leaves
+        durable when it took its lock); it opens with `verify_checkpoint=True`. Checkpoints
+        are held off while it copies; ingest is not. See rotorshm/backup.py.
+        """
+        from .backup import backup_tree
+
+        self._check_open()
+        return backup_tree(self.path, os.fspath(path), lambda: self.durable_seq,
+                           progress=progress, verify=verify)
 
     def _checkpoint(self) -> ckpt.CheckpointMeta:
         core = self.core
@@ -537,8 +580,12 @@ class RotorTree:
                     self._flusher = None
                 self._io.check()
                 self._sync_to(self.written_seq)
-                if self.config.checkpoint_policy.kind == "on_close":
-                    self.checkpoint()
+                if self.config.checkpoint_policy.kind == "on_close" and \
+                        not self._checkpoint_if_free():
+                    # A backup holds checkpoints off: the WAL keeps the records instead,
+                    # and the next open replays them (waiting would hold up the close).
+                    _log.info("%s: closing without the on_close checkpoint: a backup is "
+                              "running", self.path)
             finally:
                 self._closed = True
                 with self._cv:

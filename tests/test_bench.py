@@ -96,6 +96,10 @@ def test_quick_suite_and_report(short_tmp: Path) -> None:
             _check_png(png)
             pngs[spec["file"]] = png.read_bytes()
         tables[name] = report.format_tables(payload)
+        if name == "durable":  # the WAL torn-tail scan rate over each kind of garbage
+            for garbage in ("random", "0xff"):
+                entry = payload["results"][f"WAL torn-tail scan, {garbage} garbage"]
+                assert entry["unit"] == "MB/s" and entry["summary"]["median"] > 0, entry
         if name in PRINTS_FORMAT_TABLES:
             assert tables[name] in res.stdout, (name, tables[name], res.stdout)
     listed = {f for s in suite["scenarios"] for f in s["plots"]}

@@ -179,6 +179,116 @@ def test_garbage_appended_after_valid_log_is_a_torn_tail(tree_dir: Path):
         reopen_and_check(tree_dir, 0, sizes[-1], len(original))
 
 
+def _reference_torn_tail_check(data: bytes, off: int, seeds: set[int]) -> int | None:
+    """The search behind a damaged record, offset by offset, from the documented layout:
+    the first offset > off framing a valid record whose seq is within 64 of a seed."""
+    for start in range(off + 1, len(data) - HEADER + 1):
+        word, seq = struct.unpack_from("<IQ", data, start + 4)
+        length = word & 0x7FFF_FFFF
+        if not any(b <= seq < b + 64 for b in seeds) or length > 1 << 30:
+            continue
+        end = start + HEADER + length
+        if end <= len(data) and crc32c.crc32c(data[start + 4 : end]) == struct.unpack_from(
+            "<I", data, start
+        )[0]:
+            return start
+    return None
+
+
+def _good_prefix(records: int) -> bytes:
+    return b"".join(frame(seq, b"".join(leaves(seq % 3 + 1, seq)))
+                    for seq in range(1, records + 1))
+
+
+@pytest.mark.parametrize("kind", ["random", "0xff", "words", "records"])
+def test_scan_decision_over_garbage_matches_the_reference(kind: str):
+    """Small garbage tails of every kind: the scan decides exactly as an offset-by-offset
+    search would (torn tail kept out, or corruption at the bad record's offset)."""
+    import random
+
+    from rotorshm import wal as walmod
+
+    rng = random.Random(kind)
+    prefix = _good_prefix(5)
+    outcomes: set[bool] = set()
+    for case in range(60):
+        n = rng.randrange(1, 600)
+        if kind == "random":
+            junk = rng.randbytes(n)
+        elif kind == "0xff":
+            junk = b"\xff" * n
+        elif kind == "words":
+            junk = (struct.pack("<Q", rng.choice([0, 1, 6, 7, 40, 2**64 - 1])) * n)[:n]
+        else:  # garbage that hides framed records: valid, stale, far-off seqs, or damaged
+            seq = rng.choice([6, 7, 8, 69, 70, 2, 1000])
+            rec = frame(seq, b"".join(leaves(1, case)))
+            if rng.random() < 0.3:
+                rec = flip(rec, rng.randrange(len(rec)))
+            junk = rng.randbytes(rng.randrange(0, 40)) + rec + rng.randbytes(rng.randrange(0, 40))
+            if rng.random() < 0.5:  # the bad record's own seq field seeds the search too
+                junk = struct.pack("<IIQ", 0, 5, seq - rng.randrange(0, 70) % seq) + junk
+        data = prefix + junk
+        off = len(prefix)
+        own = struct.unpack_from("<Q", data, off + 8)[0] if len(junk) >= HEADER else None
+        seeds = {6} | ({own} if own is not None else set())
+        # the first record of the junk may itself be valid (then it is not garbage at all)
+        if walmod._record_at(memoryview(data), off) is not None:
+            continue
+        expected = _reference_torn_tail_check(data, off, seeds)
+        outcomes.add(expected is None)
+        if expected is None:
+            result = walmod.scan("wal.log", first_seq=1, data=data)
+            assert [r.seq for r in result.records] == [1, 2, 3, 4, 5], case
+            assert result.end == off and result.torn_bytes == len(junk), case
+        else:
+            with pytest.raises(CorruptionError, match=f"offset {off} .*at offset {expected}"):
+                walmod.scan("wal.log", first_seq=1, data=data)
+    assert outcomes == ({True, False} if kind == "records" else {True})
+
+
+def test_native_crc32c_matches_the_crc32c_package():
+    import random
+
+    from rotorshm._native import ffi, lib
+
+    rng = random.Random(7)
+    for n in [*range(70), 1000, 4095, 4096, 65537]:
+        data = rng.randbytes(n)
+        assert lib.rs_crc32c(ffi.from_buffer("uint8_t[]", data), n) == crc32c.crc32c(data), n
+
+
+@pytest.mark.parametrize("kind", ["random", "0xff", "ones"])
+def test_torn_tail_scan_of_megabytes_of_garbage_keeps_the_valid_prefix(
+    tree_dir: Path, kind: str
+):
+    """16 MiB of non-zero garbage after a valid log: a torn tail, found at disk speed (the
+    search behind the damaged record used to cost ~1 s per MiB of low-entropy garbage)."""
+    import time
+
+    offsets, sizes = build(tree_dir, 0, 0)
+    wal = tree_dir / "wal.log"
+    original = wal.read_bytes()
+    n = 16 << 20
+    junk = {"random": os.urandom(n), "0xff": b"\xff" * n,
+            "ones": struct.pack("<Q", len(RECORD_SIZES) + 1) * (n // 8)}[kind]
+    from rotorshm import wal as walmod
+
+    data = original + junk
+    t0 = time.perf_counter()
+    result = walmod.scan(str(wal), first_seq=1, data=data)
+    elapsed = time.perf_counter() - t0
+    assert [r.seq for r in result.records] == list(range(1, len(RECORD_SIZES) + 1))
+    assert result.end == len(original) and result.torn_bytes == n
+    assert elapsed < 4.0, f"{n / elapsed / 1e6:.0f} MB/s"  # ~300 MB/s here; 1 s/MiB before
+    # and a valid record of the next sequence hidden deep in the garbage is still found
+    hidden = frame(len(RECORD_SIZES) + 2, leaves(1, 99)[0])
+    pos = len(original) + n - 1000
+    with pytest.raises(CorruptionError, match=f"offset {len(original)} .*at offset {pos}"):
+        walmod.scan(str(wal), first_seq=1, data=data[:pos] + hidden + data[pos + len(hidden):])
+    wal.write_bytes(data)
+    reopen_and_check(tree_dir, 0, sizes[-1], len(original))
+
+
 # -- corruption in the middle of the log ---------------------------------------------------------
 
 @pytest.mark.parametrize("record", [0, 1, 3])
