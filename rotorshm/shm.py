@@ -16,7 +16,8 @@ Layout (little-endian, every word naturally aligned; DESIGN.md §4):
           per level (MAX_LEVELS slots): length u64, frontier hash [32]. Levels are
           interleaved so that a reader copies only the prefix a tree of its depth uses.
     4096  socket path: length u32 + 1020 bytes (length 0: DIR/writer.sock)
-    5120  recovery note: length u32 + 1020 bytes utf-8 (what recovery dropped; 0: nothing)
+    5120  note: length u32 + 1020 bytes utf-8 (what recovery dropped, and why durability
+          was lost if it was; 0: nothing)
 
 Only the C helper touches the seqlock counter and the words under it, with the orderings
 DESIGN.md §4 prescribes; Python only packs and parses private copies.
@@ -356,7 +357,8 @@ class ControlBlock:
 
     @property
     def note(self) -> str:
-        """What the writer's recovery dropped (a torn WAL tail), '' if nothing."""
+        """What the writer's recovery dropped (a torn WAL tail) and, once the writer is
+        poisoned, first the error that poisoned it; '' if nothing."""
         n = min(struct.unpack_from("<I", self._map, OFF_NOTE)[0], NOTE_MAX)
         return self._map[OFF_NOTE + 4 : OFF_NOTE + 4 + n].decode(errors="replace")
 
