@@ -256,7 +256,7 @@ class _ReservedLevel(Level):
                     except StorageFull as exc:
                         raise StorageFull(
                             exc.errno, f"level {self.level}: cannot reserve {where}: "
-                            f"{os.strerror(exc.errno or 0)}"
+                            f"{exc.strerror}"
                         ) from exc
                 m = mmap.mmap(fd, SHARD_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             else:
@@ -286,7 +286,7 @@ class _ReservedLevel(Level):
             assert self.io is not None
             try:
                 self.io.fallocate(self._fds[r], off, n, self._where(r))
-            except OSError as exc:
+            except StorageFull as exc:  # anything else poisoned the store (durable_io)
                 raise StorageFull(
                     exc.errno, f"level {self.level}: cannot reserve {n} bytes: {exc.strerror}"
                 ) from exc

@@ -18,7 +18,8 @@ Layout (little-endian, every word naturally aligned; DESIGN.md §4):
     4088  epoch guard u64: 0 while this epoch is current; 1 + the size a restarted writer
           recovered once it superseded this block (see EpochGuard)
     4096  socket path: length u32 + 1020 bytes (length 0: DIR/writer.sock)
-    5120  recovery note: length u32 + 1020 bytes utf-8 (what recovery dropped; 0: nothing)
+    5120  note: length u32 + 1020 bytes utf-8 (what recovery dropped, and why durability
+          was lost if it was; 0: nothing)
 
 Only the C helper touches the seqlock counter and the words under it, with the orderings
 DESIGN.md §4 prescribes; Python only packs and parses private copies.
@@ -47,6 +48,7 @@ import posix_ipc
 from ._native import ffi, lib
 from .atomics import WAKE_ALL, SharedWords
 from .config import check_tree_name
+from .durable_io import fallocate_segment
 from .errors import (
     AccessDenied,
     InvalidConfig,
@@ -333,7 +335,7 @@ class ControlBlock:
         else:
             raise TreeLocked(f"could not create {seg_name}: another writer keeps creating it")
         try:
-            os.posix_fallocate(seg.fd, 0, CTL_BYTES)
+            fallocate_segment(seg.fd, CTL_BYTES, seg_name)
             m = mmap.mmap(seg.fd, CTL_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             unlink_segment(seg_name)  # e.g. /dev/shm is full: never leave a half-made block
@@ -464,7 +466,8 @@ class ControlBlock:
 
     @property
     def note(self) -> str:
-        """What the writer's recovery dropped (a torn WAL tail), '' if nothing."""
+        """What the writer's recovery dropped (a torn WAL tail) and, once the writer is
+        poisoned, first the error that poisoned it; '' if nothing."""
         n = min(struct.unpack_from("<I", self._map, OFF_NOTE)[0], NOTE_MAX)
         return self._map[OFF_NOTE + 4 : OFF_NOTE + 4 + n].decode(errors="replace")
 
@@ -587,8 +590,18 @@ class ControlBlock:
         """True once the writer's store was poisoned: nothing more becomes durable."""
         return bool(self._load_u32(OFF_FLAGS) & FLAG_DURABILITY_LOST)
 
-    def set_durability_lost(self) -> None:
-        """Writer: announce that the durable sequence will never advance again; wake waiters."""
+    def set_durability_lost(self, reason: str = "") -> None:
+        """Writer: announce that the durable sequence will never advance again; wake waiters.
+
+        `reason` (the error that poisoned the store: which call failed on which file) goes
+        first into the note, before the flag is set, so that a waiter that sees the flag
+        can tell its caller what failed; `status` shows it too.
+        """
+        if reason:
+            old = self.note
+            text = (reason + (f" | {old}" if old else "")).encode()[:NOTE_MAX]
+            self._map[OFF_NOTE + 4 : OFF_NOTE + 4 + len(text)] = text
+            struct.pack_into("<I", self._map, OFF_NOTE, len(text))
         with self._durable_lock:
             flags = self.words.load_u32(OFF_FLAGS)
             self.words.store_u32(OFF_FLAGS, flags | FLAG_DURABILITY_LOST)
@@ -606,8 +619,8 @@ class ControlBlock:
             return True
         if self.durability_lost and self.durable_seq < seq:
             raise StorePoisoned(
-                f"the writer of {self.name!r} lost durability (a sync failed) before "
-                f"sequence {seq} became durable; it must be restarted"
+                f"the writer of {self.name!r} lost durability before sequence {seq} became "
+                f"durable ({self.note or 'a sync failed'}); it must be restarted"
             )
         return False
 

@@ -161,7 +161,7 @@ class WriterDaemon:
     def _poisoned(self, err: StorePoisoned) -> None:
         ctl = self.control
         if ctl is not None:
-            ctl.set_durability_lost()
+            ctl.set_durability_lost(str(err))
         with contextlib.suppress(OSError, ValueError):
             print(f"rotorshm serve {self.name}: {err}", file=sys.stderr, flush=True)
 

@@ -138,6 +138,126 @@ def test_poisoned_daemon_fails_waiters_and_inserts_over_the_socket(tmp_path: Pat
         assert tree.size == 1 and tree.root == leaf(0)
 
 
+# -- a fault at a call site of the daemon's store ------------------------------------------------
+
+
+def _daemon_with_fault(directory: str, name: str, stop: Any, site: str, nth: int, err: int,
+                       pin: int | None, ckpt: str) -> str:
+    """A WriterDaemon (in this child) whose Nth call at `site` fails with `err`."""
+    from rotorshm import CheckpointPolicy, durable_io
+    from rotorshm.writer import WriterDaemon
+
+    policy = (CheckpointPolicy.manual() if ckpt == "manual"
+              else CheckpointPolicy.every_n_entries(int(ckpt.split(":")[1])))
+    tiering = TieringConfig() if pin is None else TieringConfig(pin_above_level=pin)
+    cfg = RotorTreeConfig(directory, arity=4, flush_policy=FlushPolicy.interval(3600),
+                          checkpoint_policy=policy, tiering=tiering)
+    with durable_io.inject(site=site, nth=nth, errno=err) as layer:
+        daemon = WriterDaemon(cfg, name=name)
+        daemon.start()
+        threading.Thread(target=lambda: (stop.wait(TIMEOUT * 4), daemon.stop()),
+                         daemon=True).start()
+        try:
+            daemon.serve_forever()
+        except StorePoisoned:
+            return f"poisoned fired={layer.fired}"
+    return f"clean fired={layer.fired}"
+
+
+# (site, nth, errno, pin_above_level, checkpoint policy, what the client must see)
+DAEMON_FAULTS = {
+    "group-commit-EIO": ("fdatasync wal.WriteAheadLog.sync ~/wal.log", 3, errno.EIO, None,
+                         "manual", "poisoned"),
+    "wal-write-EIO": ("write wal.WriteAheadLog.append_many ~/wal.log", 4, errno.EIO, 2,
+                      "manual", "poisoned"),
+    "wal-write-ENOSPC": ("write wal.WriteAheadLog.append_many ~/wal.log", 4, errno.ENOSPC,
+                         None, "manual", "full"),
+    "checkpoint-msync-EIO": ("msync levels._ReservedLevel.flush_range "
+                             "~/data/level_N/shard_N.bin", 1, errno.EIO, None, "every:120",
+                             "poisoned"),
+    "shm-fallocate-ENOSPC": ("fallocate levels._ReservedLevel._allocate shm:LN.SN", 3,
+                             errno.ENOSPC, 0, "manual", "full"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAEMON_FAULTS))
+def test_fault_in_the_daemon_fails_clients_clearly_and_a_restart_recovers(
+    tmp_path: Path, case: str, started: list[Daemon]
+):
+    """A fault injected inside the writer daemon: the client's insert or durability wait
+    fails with an error naming the call and the file, a poisoned daemon refuses every
+    later insert, an attached reader keeps proving from its snapshot (also after the
+    daemon is gone), and a restarted daemon holds every acknowledged leaf."""
+    site, nth, err, pin, ckpt, expect = DAEMON_FAULTS[case]
+    kind = site.split(" ", 1)[0]
+    directory = tmp_path / "tree"
+    name = unique_name("flt")
+    stop = CTX.Event()
+    daemon = spawn(_daemon_with_fault, str(directory), name, stop, site, nth, err, pin, ckpt)
+    reader = None
+    acked = 0
+    errors: list[BaseException] = []
+    try:
+        def ready() -> bool:
+            if not (directory / "writer.sock").exists():
+                return False
+            try:
+                with rotorshm.attach(name) as r:
+                    return r.writer_alive
+            except WriterGone:
+                return False
+
+        wait_until(ready, what="the daemon with a fault to come up")
+        reader = rotorshm.attach(name)
+        pos = 0
+        with rotorshm.connect(directory) as client:
+            for _ in range(8):
+                try:
+                    seq, size, _ = client.insert_many(leaf_range(pos, pos + 40))
+                    pos = size
+                    assert client.wait_durable(seq, TIMEOUT)
+                    acked = size
+                except (StorePoisoned, rotorshm.StorageFull) as exc:
+                    errors.append(exc)
+            assert errors, "the fault never reached the client"
+            first = str(errors[0])
+            assert kind in first and ("wal.log" in first or "shard_" in first
+                                      or ".L" in first), first
+            if expect == "poisoned":
+                assert all(isinstance(e, StorePoisoned) for e in errors), errors
+                assert len(errors) >= 8 - (acked // 40) - 1  # every later call refused
+                with pytest.raises(StorePoisoned):
+                    client.insert(leaf(10**6))
+            else:  # a full disk: that insert failed, the daemon went on
+                assert len(errors) == 1 and isinstance(errors[0], rotorshm.StorageFull)
+                assert acked == pos == 7 * 40
+        snap = reader.snapshot()
+        assert snap.size == pos and snap.root == reference_roots([pos], 4)[pos]
+        assert reader.writer_alive  # a poisoned daemon stays up for its readers
+        stop.set()
+        outcome = daemon.result()
+        assert outcome == ("poisoned fired=True" if expect == "poisoned" else
+                           "clean fired=True"), outcome
+        # the daemon is gone: the reader still serves its last snapshot
+        last = reader.snapshot()
+        assert last.size == snap.size
+        for i in range(0, last.size, 7):
+            assert last.generate_proof(i).verify_against(snap.root, snap.size)
+    finally:
+        stop.set()
+        daemon.kill()
+        if reader is not None:
+            reader.close()
+        unlink_segments(name)
+    d = start_daemon(directory, name, checkpoint="manual", pin_above_level=pin)
+    started.append(d)
+    with rotorshm.attach(name) as r:
+        size = r.size
+        assert size >= acked
+        assert r.root == reference_roots([size], 4)[size]
+    d.stop()
+
+
 # -- 6. recovery never rewrites nodes an old-epoch snapshot reads ---------------------------------
 
 
