@@ -305,7 +305,10 @@ class _ReservedLevel(Level):
         while lo < hi:
             r, off = divmod(lo, SHARD_BYTES)
             if r >= len(self._maps):
-                return
+                try:  # a reopened level maps its shards on first use: map this one now
+                    self._region(r)
+                except (IndexOutOfRange, OSError):
+                    return
             n = min(SHARD_BYTES - off, hi - lo)
             a = off - off % page
             self._maps[r].madvise(_MADV_WILLNEED, a, off + n - a)

@@ -188,7 +188,7 @@ def test_suite_exit_status(tmp_path: Path) -> None:
     status = {s["name"]: s["status"] for s in suite["scenarios"]}
     assert status == {"tree": "missing", "durable": "missing", "daemon": "missing",
                       "readers": "missing", "peers": "missing", "http": "missing",
-                      "tiles": "missing", "bad": "failed",
+                      "tiles": "missing", "scale": "missing", "bad": "failed",
                       "boom": "failed", "good": "ok"}
     # only missing scenarios: nothing failed
     res = subprocess.run([sys.executable, "-m", "bench", "tree", "peers", "--quiet", "--out",
@@ -381,3 +381,25 @@ def test_scenario_without_its_extra_is_skipped_not_failed(tmp_path: Path,
     assert o.status == "skipped" and "rotorshm[nosuchextra]" in o.line()
     assert not (tmp_path / "tree.json").exists()  # nothing ran
     assert bench_main.missing_extra("durable") is None
+
+
+# -- the scale scenario's own options and its space check ----------------------------------
+
+def test_scenario_options_pass_through_to_one_scenario(tmp_path: Path) -> None:
+    res = _run("-m", "bench", "tree", "scale", "--leaves", "5000", "--out", str(tmp_path),
+               timeout=60)
+    assert res.returncode == 2 and "name exactly one scenario" in res.stderr
+    # a billion billion leaves cannot fit: refused before anything is built, saying why
+    res = _run("-m", "bench", "scale", "--leaves", str(10**18), "--quiet", "--out",
+               str(tmp_path), timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "bench.scale: cannot run: the tree needs about" in res.stderr
+    assert "GB are free" in res.stderr
+    assert not list(tmp_path.glob("scale-*")), "a tree directory was left behind"
+
+
+def test_scale_is_run_only_when_named() -> None:
+    from bench.__main__ import ON_DEMAND, parse_args
+
+    assert "scale" in ON_DEMAND
+    assert parse_args(["scale", "--leaves", "100"]).extra == ["--leaves", "100"]
