@@ -224,7 +224,6 @@ def verify_crcs(directory: str, level: Level, immutable_end: int) -> None:
         if len(stored) != n * 4:
             raise CorruptionError(f"{path}: holds {len(stored) // 4} CRCs, {n} expected")
         want = struct.unpack(f"<{n}I", stored)
-        level.will_need(first * CHUNK_NODES, n * CHUNK_NODES)  # the level maps MADV_RANDOM
         for i in range(n):
             got = crc32c.crc32c(level.read((first + i) * CHUNK_NODES, CHUNK_NODES))
             if got != want[i]:

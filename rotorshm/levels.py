@@ -145,8 +145,9 @@ class Level(ABC):
             return None
         return self._regions[r][off:end]
 
-    def will_need(self, start: int, count: int) -> None:  # noqa: B027 - optional hook
-        """Hint that nodes start..start+count-1 are about to be read in order (a no-op here)."""
+    def sequential(self, on: bool) -> None:  # noqa: B027 - optional hook
+        """Hint that the level is about to be read from start to end (True), or no longer
+        (False); a no-op here."""
 
     def node(self, index: int) -> bytes:
         """Node `index` (32 bytes)."""
@@ -182,7 +183,7 @@ class Level(ABC):
 
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 _MADV_RANDOM: int | None = getattr(mmap, "MADV_RANDOM", None)
-_MADV_WILLNEED: int | None = getattr(mmap, "MADV_WILLNEED", None)
+_MADV_SEQUENTIAL: int | None = getattr(mmap, "MADV_SEQUENTIAL", None)
 #: Chunks per region of a level in process memory (1 MiB).
 MEMORY_REGION_CHUNKS = 256
 
@@ -224,7 +225,7 @@ class _ReservedLevel(Level):
     raises StorageFull at reserve time instead of a SIGBUS when a page is touched.
     """
 
-    __slots__ = ("writable", "_fds", "_maps", "_reserved")
+    __slots__ = ("writable", "_fds", "_maps", "_reserved", "_advice")
     in_place = True
 
     def __init__(self, level: int, writable: bool, io: DurableIO | None = None) -> None:
@@ -235,6 +236,7 @@ class _ReservedLevel(Level):
         self._fds: list[int] = []
         self._maps: list[mmap.mmap] = []
         self._reserved = 0
+        self._advice = _MADV_RANDOM
 
     @abstractmethod
     def _open_fd(self, index: int, create: bool) -> int:
@@ -264,10 +266,11 @@ class _ReservedLevel(Level):
             # Proofs touch one node group per level at random: once the level files
             # outgrow the page cache, the kernel's default readahead turns each fault into
             # a 128 KiB read of which 128 bytes are used, and evicts hot pages for it.
-            # MADV_RANDOM makes a fault read its one page; sequential scans (recovery's
-            # verification) ask for readahead explicitly through will_need().
-            if _MADV_RANDOM is not None:
-                m.madvise(_MADV_RANDOM)
+            # MADV_RANDOM makes a fault read its one page; a scan of the whole level
+            # (recovery's verification) switches to MADV_SEQUENTIAL while it runs.
+            # (Called under _grow_lock, which sequential() also holds.)
+            if self._advice is not None:
+                m.madvise(self._advice)
         except BaseException:
             os.close(fd)
             raise
@@ -296,23 +299,16 @@ class _ReservedLevel(Level):
     def _storage_nodes(self) -> int:
         return min(self.capacity, self._reserved // NODE_SIZE)
 
-    def will_need(self, start: int, count: int) -> None:
-        """Start reading nodes start..start+count-1 in the background (MADV_WILLNEED)."""
-        if _MADV_WILLNEED is None:
+    def sequential(self, on: bool) -> None:
+        """Readahead on faults for a scan from start to end (True), or one page per fault
+        again (False): recovery's CRC check and root recomputation read every node once."""
+        advice = _MADV_SEQUENTIAL if on else _MADV_RANDOM
+        if advice is None:
             return
-        page = mmap.PAGESIZE
-        lo, hi = start * NODE_SIZE, (start + count) * NODE_SIZE
-        while lo < hi:
-            r, off = divmod(lo, SHARD_BYTES)
-            if r >= len(self._maps):
-                try:  # a reopened level maps its shards on first use: map this one now
-                    self._region(r)
-                except (IndexOutOfRange, OSError):
-                    return
-            n = min(SHARD_BYTES - off, hi - lo)
-            a = off - off % page
-            self._maps[r].madvise(_MADV_WILLNEED, a, off + n - a)
-            lo += n
+        with self._grow_lock:
+            self._advice = advice
+            for m in self._maps:
+                m.madvise(advice)
 
     def flush_range(self, start: int, end: int) -> None:
         """Write nodes start..end-1 back to their files and fdatasync them (msync + fdatasync).

@@ -76,7 +76,11 @@ def test_shard_mappings_read_one_page_per_fault(tree_dir: Path, pin: int | None)
         flags = _vmflags_of(shard)
         assert flags, "the leaf shard is not mapped"
         assert all("rr" in f for f in flags), flags
-    # and recovery's verification (sequential, with explicit readahead) still checks it all
+    # Recovery's verification scans with readahead (MADV_SEQUENTIAL, "sr"), then the
+    # mappings are random-access again for proofs.
     cfg = RotorTreeConfig(tree_dir, tiering=tiering, verify_checkpoint=True)
     with RotorTree.open(cfg) as tree:
         assert tree.size == 5000
+        flags = _vmflags_of(shard)
+        assert flags and all("rr" in f and "sr" not in f for f in flags), flags
+        assert tree.snapshot().generate_proof(4321).verify_against(tree.root, 5000)
