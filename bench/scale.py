@@ -463,10 +463,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def q(samples: list[int], which: str) -> float:
         return common.summarize(samples)[which] / 1e3 if samples else 0.0
 
-    floor = [{"label": "disk random 4 KiB read p50",
-              "x": [pt["size"] for r in runs.values() for pt in r["points"] if pt["floor"]],
-              "y": [q(pt["floor"], "median") for r in runs.values() for pt in r["points"]
-                    if pt["floor"]]}]
+    floor = [{"label": f"{tier} disk random 4 KiB read p50",
+              "x": [pt["size"] for pt in r["points"] if pt["floor"]],
+              "y": [q(pt["floor"], "median") for pt in r["points"] if pt["floor"]]}
+             for tier, r in runs.items()]
     floor = [s for s in floor if s["x"]]
     plots: list[dict[str, Any]] = [
         {"file": "scale_proof.png",

@@ -283,6 +283,37 @@ size_t rs_proof_capacity(unsigned arity, unsigned nlevels)
     return HEAD + (size_t)nlevels * (2 + (size_t)NODE * arity);
 }
 
+/* Ask for every level's sibling group before copying any.  Once a tree outgrows the CPU
+ * caches each group sits in a different page, a DRAM miss and often a TLB miss of its
+ * own; the copies below would wait for them one level after another, while prefetches
+ * of all of them overlap (the addresses depend only on the index).  A prefetch never
+ * faults: a group not in the table, or not resident, is left to level_read. */
+static void prefetch_path(const rs_view *v, uint64_t idx, const uint64_t *L, unsigned nl)
+{
+    unsigned n = v->arity;
+    for (unsigned lvl = 0; lvl + 1 < nl; lvl++) {
+        const rs_level *l = v->levels[lvl];
+        uint64_t g = idx - idx % n;
+        uint64_t end = L[lvl] - g < n ? L[lvl] : g + n;
+        uint64_t nreg = __atomic_load_n(&l->nregions, __ATOMIC_ACQUIRE);
+        uint8_t **tab = __atomic_load_n(&l->regions, __ATOMIC_RELAXED);
+        unsigned nshift = l->shift - 5;
+        uint64_t mask = ((uint64_t)1 << nshift) - 1;
+        uint64_t r = g >> nshift;
+        if (r < nreg && tab != 0 && tab[r] != 0 && end > g) {
+            uint64_t nodes = end - g;
+            if (nodes > mask + 1 - (g & mask))
+                nodes = mask + 1 - (g & mask); /* the rest is in the next region */
+            const uint8_t *a = tab[r] + (g & mask) * NODE;
+            size_t bytes = (size_t)nodes * NODE;
+            for (size_t o = 0; o < bytes; o += 64)
+                __builtin_prefetch(a + o, 0, 3);
+            __builtin_prefetch(a + bytes - 1, 0, 3);
+        }
+        idx /= n;
+    }
+}
+
 int64_t rs_inclusion_proof(const rs_view *v, uint64_t index, uint64_t size, uint8_t *out,
                            size_t cap)
 {
@@ -298,6 +329,7 @@ int64_t rs_inclusion_proof(const rs_view *v, uint64_t index, uint64_t size, uint
         return rc;
     if (cap < rs_proof_capacity(n, nl - 1))
         return RS_E_ARG;
+    prefetch_path(v, index, L, nl);
     uint8_t edges[RS_VIEW_LEVELS][NODE];
     if ((rc = edges_at(v, size, L, nl, edges)) != 0)
         return rc;
