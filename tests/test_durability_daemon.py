@@ -99,6 +99,17 @@ def _poisoned_client(directory: str) -> dict[str, Any]:
     return out
 
 
+
+def daemon_serving(directory: Path, name: str) -> bool:
+    """True once the daemon's socket exists and its control block says the writer lives."""
+    if not (directory / "writer.sock").exists():
+        return False
+    try:
+        with rotorshm.attach(name) as reader:
+            return reader.writer_alive
+    except WriterGone:
+        return False
+
 def test_poisoned_daemon_fails_waiters_and_inserts_over_the_socket(tmp_path: Path):
     """Item 1: Client.wait_durable without a timeout must not hang after the flusher dies."""
     directory = tmp_path / "tree"
@@ -107,16 +118,8 @@ def test_poisoned_daemon_fails_waiters_and_inserts_over_the_socket(tmp_path: Pat
     daemon = spawn(_faulty_daemon, str(directory), name, stop)
     client = None
     try:
-        def ready() -> bool:
-            if not (directory / "writer.sock").exists():
-                return False
-            try:
-                with rotorshm.attach(name) as reader:
-                    return reader.writer_alive
-            except WriterGone:
-                return False
-
-        wait_until(ready, what="the faulty daemon to come up")
+        wait_until(lambda: daemon_serving(directory, name),
+                   what="the faulty daemon to come up")
         client = spawn(_poisoned_client, str(directory))
         out = client.result(60)
         assert out["first"] == (1, 1)
@@ -198,16 +201,8 @@ def test_fault_in_the_daemon_fails_clients_clearly_and_a_restart_recovers(
     acked = 0
     errors: list[BaseException] = []
     try:
-        def ready() -> bool:
-            if not (directory / "writer.sock").exists():
-                return False
-            try:
-                with rotorshm.attach(name) as r:
-                    return r.writer_alive
-            except WriterGone:
-                return False
-
-        wait_until(ready, what="the daemon with a fault to come up")
+        wait_until(lambda: daemon_serving(directory, name),
+                   what="the daemon with a fault to come up")
         reader = rotorshm.attach(name)
         pos = 0
         with rotorshm.connect(directory) as client:
