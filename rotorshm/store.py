@@ -42,6 +42,8 @@ LOCK_FILE = "wal.lock"
 DATA_DIR = "data"
 
 
+_FADV_DONTNEED: int | None = getattr(os, "POSIX_FADV_DONTNEED", None)
+
 def default_name(path: str) -> str:
     """A short, stable tree name derived from the directory's real path."""
     return "t" + hashlib.blake2s(os.path.realpath(path).encode(), digest_size=6).hexdigest()
@@ -661,6 +663,10 @@ def _write_pinned(directory: str, level: ShmLevel, start: int, end: int) -> None
             data = level.read(lo // NODE_SIZE, n // NODE_SIZE)
             io.pwrite(fd, data, off, path)
             io.fdatasync(fd, path)
+            # This copy is read only when the tree is reopened: its pages in the page
+            # cache would just take room from the shard files that proofs fault in.
+            if _FADV_DONTNEED is not None:
+                os.posix_fadvise(fd, off, n, _FADV_DONTNEED)
         finally:
             os.close(fd)
         lo += n
