@@ -293,6 +293,21 @@ def remove_shm_segments(name: str) -> list[str]:
     return found
 
 
+def smaps_rollup() -> dict[str, int]:
+    """/proc/self/smaps_rollup as bytes per field (empty where unavailable)."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/smaps_rollup", encoding="ascii") as f:
+            for line in f:
+                key, sep, rest = line.partition(":")
+                parts = rest.split()
+                if sep and len(parts) == 2 and parts[1] == "kB":
+                    out[key] = int(parts[0]) * 1024
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
 # -- timing --------------------------------------------------------------------------------
 
 @contextmanager

@@ -421,21 +421,6 @@ def _cmd_ingest(w: _WorkerCtx, directory: str, seed: int, batch: int) -> dict[st
             "size_first": size0, "size_last": size}
 
 
-def smaps_rollup() -> dict[str, int]:
-    """/proc/self/smaps_rollup as bytes per field (empty where unavailable)."""
-    out: dict[str, int] = {}
-    try:
-        with open("/proc/self/smaps_rollup", encoding="ascii") as f:
-            for line in f:
-                key, sep, rest = line.partition(":")
-                parts = rest.split()
-                if sep and len(parts) == 2 and parts[1] == "kB":
-                    out[key] = int(parts[0]) * 1024
-    except (OSError, ValueError):
-        return {}
-    return out
-
-
 def _prove_bytes(w: _WorkerCtx, name: str, duration: float, seed: int,
                  per_snapshot: int) -> dict[str, Any]:
     from rotorshm import verify_proof_bytes
@@ -544,7 +529,7 @@ def _cmd_size_point(w: _WorkerCtx, name: str, size: int, samples: int, proofs: i
         proof_ns = prove_all()
     del snap
     gc.collect()
-    mem = smaps_rollup()
+    mem = common.smaps_rollup()
     return {"snapshot_ns": snap_ns, "reference_ns": ref_ns,
             "snapshot_preemptions": snap_preempted,
             "snapshot_other_cpus_busy": others, "proof_ns": proof_ns, "smaps": mem,

@@ -56,6 +56,7 @@ from rotorshm import (
     suggest_pin_above_level,
 )
 from rotorshm.checkpoint import level_dir
+from rotorshm.config import mem_total
 from rotorshm.levels import shard_name
 
 from . import common
@@ -120,30 +121,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str
 
 # -- what the machine says -----------------------------------------------------------------------
 
-def _meminfo(key: str) -> int:
-    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def mem_total() -> int:
-    """Bytes of RAM (0 where /proc/meminfo is missing)."""
-    return _meminfo("MemTotal")
-
-
-def smaps_rollup() -> dict[str, int]:
-    """Resident bytes of this process: anonymous, file-backed (shared memory included), all."""
-    out = {"rss": 0, "anonymous": 0, "shmem": 0}
-    with contextlib.suppress(OSError), open("/proc/self/smaps_rollup", encoding="ascii") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("Rss", "Anonymous", "Pss_Shmem"):
-                name = {"Rss": "rss", "Anonymous": "anonymous", "Pss_Shmem": "shmem"}[key]
-                out[name] = int(rest.split()[0]) * 1024
-    out["file"] = out["rss"] - out["anonymous"]
-    return out
+def resident_memory() -> dict[str, int]:
+    """Resident bytes of this process: all, anonymous, file-backed (shared memory included)."""
+    roll = common.smaps_rollup()
+    rss, anon = roll.get("Rss", 0), roll.get("Anonymous", 0)
+    return {"rss": rss, "anonymous": anon, "shmem": roll.get("Pss_Shmem", 0),
+            "file": rss - anon}
 
 
 def disk_use(path: Path) -> tuple[int, int]:
@@ -259,7 +242,7 @@ def measure_point(tree: RotorTree, tree_dir: Path, p: dict[str, Any], rng: rando
         gc.unfreeze()
     floor = random_read_floor(level0_shards(tree_dir), p["floor_reads"], rng)
     real, apparent = disk_use(tree_dir)
-    mem = smaps_rollup()
+    mem = resident_memory()
     del snap, proofs
     return {
         "size": size,

@@ -136,16 +136,21 @@ def level_bytes(size: int, arity: int) -> list[int]:
     return out
 
 
-def memory_budget() -> int:
-    """The default RAM budget for pinned levels: half of the machine's memory (0 if unknown)."""
+def mem_total() -> int:
+    """Bytes of RAM of this machine (MemTotal of /proc/meminfo; 0 where unknown)."""
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024 // 2
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def memory_budget() -> int:
+    """The default RAM budget for pinned levels: half of the machine's memory (0 if unknown)."""
+    return mem_total() // 2
 
 
 def tiering_advice(size: int, arity: int, pin_above_level: int | None,
