@@ -40,9 +40,10 @@ SOURCES = [
     "csrc/kernel_dispatch.c",
     "csrc/tree_hash.c",
     "csrc/tree_ops.c",
+    "csrc/tree_append.c",
     "csrc/wal_scan.c",
 ]
-DEPENDS = ["csrc/rotorshm_native.h", "csrc/kernel.h"]
+DEPENDS = ["csrc/rotorshm_native.h", "csrc/kernel.h", "csrc/levels.h"]
 # No -m flags: each SIMD function carries its own target attribute, so one build runs on
 # any x86-64 and picks its kernel at run time.
 COMPILE_ARGS = ["-O3", "-std=c11", "-pthread", "-Wall", "-Wextra"]

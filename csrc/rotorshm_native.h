@@ -194,6 +194,14 @@ void rs_level_close(rs_level *lvl);
 int rs_append_one(rs_level *const *levels, unsigned nlevels, unsigned arity, uint64_t index,
                   const uint8_t *leaf, uint8_t *frontier_out, uint64_t *lengths_out);
 
+/* Append `count` >= 1 leaves (data: 32*count bytes) at index `old`: write them into level 0
+ * and rehash every level's dirty range, levels 1..k on `threads` threads for a large batch
+ * (tree_append.c).  The level count of the new tree, its lengths and frontier in the
+ * outputs, as rs_append_one; RS_E_RESERVE when a level lacks storage (nothing written). */
+int rs_append_many(rs_level *const *levels, unsigned nlevels, unsigned arity, uint64_t old,
+                   const uint8_t *data, uint64_t count, unsigned threads,
+                   uint8_t *frontier_out, uint64_t *lengths_out);
+
 /* Bytes an encoded proof with `nlevels` levels of this arity can take at most. */
 size_t rs_proof_capacity(unsigned arity, unsigned nlevels);
 /* Encoded inclusion proof of leaf `index` in the view's tree as of `size` leaves; its

@@ -31,6 +31,7 @@
  */
 #include "kernel.h"
 #include "rotorshm_native.h"
+#include "levels.h"
 
 #define NODE 32
 #define MAX_ARITY 255
@@ -106,48 +107,6 @@ void rs_level_close(rs_level *lvl)
     __atomic_store_n(&lvl->closed, 1u, __ATOMIC_RELEASE);
 }
 
-static inline int level_open(const rs_level *l)
-{
-    return l != 0 && __atomic_load_n(&l->closed, __ATOMIC_ACQUIRE) == 0 && l->shift >= 5 &&
-           l->shift < 63;
-}
-
-/* Copy nodes start .. start+count-1 of level l to dst; RS_E_UNMAPPED if any lies in a
- * region not (yet) in the table. */
-static int level_read(const rs_level *l, uint64_t start, uint64_t count, uint8_t *dst)
-{
-    uint64_t nreg = __atomic_load_n(&l->nregions, __ATOMIC_ACQUIRE);
-    uint8_t **tab = __atomic_load_n(&l->regions, __ATOMIC_RELAXED);
-    unsigned nshift = l->shift - 5; /* log2 of nodes per region */
-    uint64_t mask = ((uint64_t)1 << nshift) - 1;
-    while (count) {
-        uint64_t r = start >> nshift;
-        uint64_t off = start & mask;
-        if (r >= nreg || tab == 0 || tab[r] == 0)
-            return RS_E_UNMAPPED;
-        uint64_t n = mask + 1 - off;
-        if (n > count)
-            n = count;
-        memcpy(dst, tab[r] + off * NODE, (size_t)(n * NODE));
-        dst += n * NODE;
-        start += n;
-        count -= n;
-    }
-    return 0;
-}
-
-static int level_write(rs_level *l, uint64_t index, const uint8_t *node)
-{
-    uint64_t nreg = __atomic_load_n(&l->nregions, __ATOMIC_ACQUIRE);
-    uint8_t **tab = __atomic_load_n(&l->regions, __ATOMIC_RELAXED);
-    unsigned nshift = l->shift - 5;
-    uint64_t r = index >> nshift;
-    if (r >= nreg || tab == 0 || tab[r] == 0)
-        return RS_E_UNMAPPED;
-    memcpy(tab[r] + (index & (((uint64_t)1 << nshift) - 1)) * NODE, node, NODE);
-    return 0;
-}
-
 /* ---- single-leaf append ---------------------------------------------------------------- */
 
 int rs_append_one(rs_level *const *levels, unsigned nlevels, unsigned arity, uint64_t index,
@@ -173,7 +132,7 @@ int rs_append_one(rs_level *const *levels, unsigned nlevels, unsigned arity, uin
     uint8_t buf[NODE * MAX_ARITY];
     uint8_t node[NODE];
     memcpy(node, leaf, NODE);
-    int rc = level_write(levels[0], index, node);
+    int rc = level_write(levels[0], index, 1, node);
     if (rc)
         return rc;
     memcpy(frontier_out, node, NODE);
@@ -188,7 +147,7 @@ int rs_append_one(rs_level *const *levels, unsigned nlevels, unsigned arity, uin
             group_hash(buf, pos + 1, node);
         }
         idx /= arity;
-        rc = level_write(levels[lvl + 1], idx, node);
+        rc = level_write(levels[lvl + 1], idx, 1, node);
         if (rc)
             return rc;
         memcpy(frontier_out + (size_t)(lvl + 1) * NODE, node, NODE);

@@ -29,6 +29,7 @@ _kstate = _cpaths._kstate
 _switch = _cpaths._switch
 _native_over = _cpaths.native_over
 _append_one = lib.rs_append_one
+_append_many = lib.rs_append_many
 _E_RESERVE = _cpaths.E_RESERVE
 _FRONTIER = _cpaths.FRONTIER
 _LENGTHS = _cpaths.LENGTHS
@@ -195,6 +196,16 @@ class TreeCore:
         levels = self.levels
         if len(data) == NODE_SIZE:
             self._apply_one(old, data, lengths)
+            return
+        if _native_over(levels):
+            # One C call writes the leaves and hashes every level (GIL released).
+            a = self._appender
+            nl = _append_many(a.c, a.count, n, old, data, len(data) // NODE_SIZE,
+                              self.hash_threads, a.frontier, a.lengths)
+            if nl != len(lengths):
+                raise TreeClosed(f"the tree's storage refused the batch at leaf {old} (code {nl})")
+            self.state = (old + len(data) // NODE_SIZE, lengths,
+                          _FRONTIER[nl].unpack_from(a.frontier_buf))
             return
         levels[0].write(old, data)
         frontier = [data[-NODE_SIZE:]]
