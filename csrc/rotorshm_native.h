@@ -202,6 +202,14 @@ int rs_append_many(rs_level *const *levels, unsigned nlevels, unsigned arity, ui
                    const uint8_t *data, uint64_t count, unsigned threads,
                    uint8_t *frontier_out, uint64_t *lengths_out);
 
+/* Recovery's check of a checkpoint (tree_append.c): recompute parents [plo, phi) of level
+ * `above` from level `below` (clen nodes) and compare them with the stored ones: 0 if all
+ * equal, 1 with *bad = the first that differs, or RS_E_*. */
+int rs_check_parents(const rs_level *below, const rs_level *above, unsigned arity,
+                     uint64_t plo, uint64_t phi, uint64_t clen, uint64_t *bad);
+/* CRC32C (as rs_crc32c) of each 4 KiB chunk first .. first+count-1 of level l. */
+int rs_level_chunk_crcs(const rs_level *l, uint64_t first, uint64_t count, uint32_t *out);
+
 /* Bytes an encoded proof with `nlevels` levels of this arity can take at most. */
 size_t rs_proof_capacity(unsigned arity, unsigned nlevels);
 /* Encoded inclusion proof of leaf `index` in the view's tree as of `size` leaves; its

@@ -18,7 +18,10 @@
  * thread waits for another until all are joined; the calling thread then hashes levels
  * above k (at most a few thousand nodes) alone.
  */
+#define _DEFAULT_SOURCE /* madvise under -std=c11 */
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernel.h"
 #include "levels.h"
@@ -35,9 +38,38 @@ static inline uint64_t ceil_div(uint64_t a, uint64_t n)
     return a / n + (a % n != 0);
 }
 
-/* Parents [plo, phi) of level lp from the children of level lc (clen nodes long). */
-static int hash_parents(const rs_level *lc, const rs_level *lp, unsigned a, uint64_t plo,
-                        uint64_t phi, uint64_t clen)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+/* Fault in, writable, the pages of nodes [lo, hi) of level l before they are written: one
+ * madvise per region instead of a page fault per 4 KiB page (on a MAP_SHARED shard file
+ * each fault also allocates a page-cache page and calls into the file system).  Only a
+ * hint: an old kernel's EINVAL, or any failure, leaves the pages to fault as before.
+ * Runs with the GIL released, so the WAL's fdatasync proceeds meanwhile. */
+static void populate(const rs_level *l, uint64_t lo, uint64_t hi)
+{
+    static long page;
+    if (page == 0)
+        page = sysconf(_SC_PAGESIZE);
+    while (lo < hi) {
+        uint64_t run;
+        uint8_t *at = level_at(l, lo, &run);
+        if (!at)
+            return;
+        if (run > hi - lo)
+            run = hi - lo;
+        uintptr_t a = (uintptr_t)at & ~(uintptr_t)(page - 1);
+        uintptr_t b = (uintptr_t)(at + run * NODE);
+        (void)madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+        lo += run;
+    }
+}
+
+/* Parents [plo, phi) from the children of level lc (clen nodes long), written to level lp,
+ * or (lp NULL) to out[0 .. 32*(phi-plo)). */
+static int hash_parents(const rs_level *lc, const rs_level *lp, uint8_t *out, unsigned a,
+                        uint64_t plo, uint64_t phi, uint64_t clen)
 {
     uint8_t prefix[2] = {NODE_TAG, (uint8_t)a};
     size_t step = (size_t)NODE * a;
@@ -46,9 +78,9 @@ static int hash_parents(const rs_level *lc, const rs_level *lp, unsigned a, uint
     uint8_t tmp[NODE * MAX_ARITY];
     uint64_t p = plo;
     while (p < full_end) {
-        uint64_t src_run, dst_run;
+        uint64_t src_run = 0, dst_run = UINT64_MAX;
         const uint8_t *src = level_at(lc, p * a, &src_run);
-        uint8_t *dst = level_at(lp, p, &dst_run);
+        uint8_t *dst = lp ? level_at(lp, p, &dst_run) : out + (p - plo) * NODE;
         if (!src || !dst)
             return RS_E_UNMAPPED;
         uint64_t n = src_run / a;
@@ -74,12 +106,16 @@ static int hash_parents(const rs_level *lc, const rs_level *lp, unsigned a, uint
     }
     if (p < phi) { /* the level's last group, of clen - p*a = 1 .. a-1 children */
         unsigned rest = (unsigned)(clen - p * a);
-        uint8_t out[NODE];
+        uint8_t node[NODE];
         int rc = level_read(lc, p * a, rest, tmp);
         if (rc)
             return rc;
-        rs_hash_group(tmp, rest, out);
-        return level_write(lp, p, 1, out);
+        rs_hash_group(tmp, rest, node);
+        if (!lp) {
+            memcpy(out + (p - plo) * NODE, node, NODE);
+            return 0;
+        }
+        return level_write(lp, p, 1, node);
     }
     return 0;
 }
@@ -101,6 +137,7 @@ static int run_span(const struct span *s)
 {
     unsigned a = s->arity;
     if (s->first == 1) {
+        populate(s->levels[0], s->lo, s->hi);
         int rc = level_write(s->levels[0], s->lo, s->hi - s->lo,
                              s->data + (s->lo - s->old) * NODE);
         if (rc)
@@ -110,7 +147,8 @@ static int run_span(const struct span *s)
     for (unsigned l = 1; l <= s->top; l++) {
         uint64_t plo = lo / a, phi = ceil_div(hi, a);
         if (l >= s->first) {
-            int rc = hash_parents(s->levels[l - 1], s->levels[l], a, plo, phi, s->L[l - 1]);
+            populate(s->levels[l], plo, phi);
+            int rc = hash_parents(s->levels[l - 1], s->levels[l], 0, a, plo, phi, s->L[l - 1]);
             if (rc)
                 return rc;
         }
@@ -217,4 +255,56 @@ int rs_append_many(rs_level *const *levels, unsigned nlevels, unsigned arity, ui
     }
     memcpy(lengths_out, L, nl * sizeof(uint64_t));
     return (int)nl;
+}
+
+/* ---- recovery's checks over the same level walk ------------------------------------------ */
+
+int rs_check_parents(const rs_level *below, const rs_level *above, unsigned arity,
+                     uint64_t plo, uint64_t phi, uint64_t clen, uint64_t *bad)
+{
+    if (arity < 2 || arity > MAX_ARITY || plo > phi || phi > ceil_div(clen, arity))
+        return RS_E_ARG;
+    if (!level_open(below) || !level_open(above))
+        return RS_E_CLOSED;
+    enum { STEP = 128 };
+    uint8_t got[NODE * STEP], want[NODE * STEP];
+    for (uint64_t p = plo; p < phi;) {
+        uint64_t n = phi - p < STEP ? phi - p : STEP;
+        int rc = hash_parents(below, 0, got, arity, p, p + n, clen);
+        if (!rc)
+            rc = level_read(above, p, n, want);
+        if (rc)
+            return rc;
+        if (memcmp(got, want, (size_t)(n * NODE)) != 0) {
+            uint64_t i = 0;
+            while (memcmp(got + i * NODE, want + i * NODE, NODE) == 0)
+                i++;
+            *bad = p + i;
+            return 1;
+        }
+        p += n;
+    }
+    return 0;
+}
+
+int rs_level_chunk_crcs(const rs_level *l, uint64_t first, uint64_t count, uint32_t *out)
+{
+    enum { CHUNK = 128 }; /* nodes: 4 KiB */
+    if (!level_open(l))
+        return RS_E_CLOSED;
+    uint8_t tmp[NODE * CHUNK];
+    for (uint64_t c = 0; c < count; c++) {
+        uint64_t run;
+        const uint8_t *p = level_at(l, (first + c) * CHUNK, &run);
+        if (!p)
+            return RS_E_UNMAPPED;
+        if (run < CHUNK) { /* regions hold whole chunks: never, but never read past one */
+            int rc = level_read(l, (first + c) * CHUNK, CHUNK, tmp);
+            if (rc)
+                return rc;
+            p = tmp;
+        }
+        out[c] = rs_crc32c(p, sizeof tmp);
+    }
+    return 0;
 }

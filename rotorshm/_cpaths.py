@@ -21,6 +21,7 @@ What C is handed, and how it is kept safe:
 from __future__ import annotations
 
 import struct
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -318,3 +319,35 @@ def check_parse(data: bytes, kind: int, what: str) -> None:
     why = lib.rs_parse_proof(data, len(data), kind)
     if why:
         raise malformed(why, what, data)
+
+
+# -- recovery's checks and the checkpoint's CRCs --------------------------------------------
+
+_LITTLE: Final[bool] = sys.byteorder == "little"
+
+
+def chunk_crcs(level: Level, first: int, count: int) -> bytes | None:
+    """CRC32C of chunks first..first+count-1 of `level`, packed u32 little-endian, computed
+    in C straight from its regions (GIL released); None where C does not see the level
+    (the caller then reads it through Python)."""
+    if count <= 0 or not _LITTLE or not native_over((level,)):
+        return None
+    out = alloc("uint32_t[]", count)
+    if lib.rs_level_chunk_crcs(level._ctab.c, first, count, out) != 0:
+        return None
+    packed: bytes = ffi.buffer(out)[:]
+    return packed
+
+
+def check_parents(below: Level, above: Level, arity: int, plo: int, phi: int,
+                  clen: int) -> int | None:
+    """Recompute parents plo..phi-1 from `below` (clen nodes) and compare with `above`:
+    -1 if all match, else the first parent that differs; None where C does not see the
+    levels."""
+    if plo >= phi or not native_over((below,)) or not native_over((above,)):
+        return None if plo < phi else -1
+    bad = ffi.new("uint64_t *")
+    rc = lib.rs_check_parents(below._ctab.c, above._ctab.c, arity, plo, phi, clen, bad)
+    if rc < 0:
+        return None
+    return int(bad[0]) if rc else -1

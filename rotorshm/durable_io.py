@@ -42,7 +42,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .errors import RotorError, StorageFull, StorePoisoned
@@ -315,13 +315,20 @@ class DurableIO:
 
     # -- changes (a full disk raises StorageFull; nothing is poisoned) ------------------------
 
-    def pwrite(self, fd: int, data: bytes | memoryview, offset: int, path: str) -> None:
-        """Write all of `data` at `offset`; a short write is a full disk."""
+    def pwrite(self, fd: int, data: bytes | memoryview | Sequence[bytes | memoryview],
+               offset: int, path: str) -> None:
+        """Write all of `data` (one buffer, or several written back to back by one
+        pwritev) at `offset`; a short write is a full disk."""
 
         def call() -> None:
-            n = os.pwrite(fd, data, offset)
-            if n != len(data):
-                raise OSError(errno_mod.ENOSPC, f"short write ({n} of {len(data)} bytes)")
+            if isinstance(data, (bytes, memoryview)):
+                want = len(data)
+                n = os.pwrite(fd, data, offset)
+            else:
+                want = sum(len(b) for b in data)
+                n = os.pwritev(fd, data, offset)
+            if n != want:
+                raise OSError(errno_mod.ENOSPC, f"short write ({n} of {want} bytes)")
 
         self._plain("write", path, call)
 

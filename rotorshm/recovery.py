@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from . import _cpaths
 from .checkpoint import CheckpointMeta, level_dir, verify_crcs
 from .config import ProgressCallback
 from .errors import CorruptionError
@@ -100,19 +101,17 @@ def _verify(core: TreeCore, data_dir: str, meta: CheckpointMeta,
         p = 0
         while p < parents:
             q = min(parents, p + _VERIFY_WINDOW)
-            lo, hi = p * n, min(q * n, length)
-            if hi == length:
-                children = below.read(lo, hi - 1 - lo) + meta.frontier[lvl]
-            else:
-                children = below.read(lo, hi - lo)
-            computed = hash_groups(children, hi - lo, n, core.hash_threads)
-            if q == parents:
-                stored = above.read(p, q - 1 - p) + meta.frontier[lvl + 1]
-            else:
-                stored = above.read(p, q - p)
-            if computed != stored:
-                bad = next(i for i in range(q - p) if computed[i * 32 : i * 32 + 32]
-                           != stored[i * 32 : i * 32 + 32]) + p
+            # The level's last child is the frontier copy (the writer may have rewritten
+            # its stored node since), so the last parent is checked apart, against the
+            # frontier copy of its own level.
+            bad = _check_stored(below, above, n, p, q - 1 if q == parents else q,
+                                core.hash_threads)
+            if bad < 0 and q == parents:
+                lo = (q - 1) * n
+                children = below.read(lo, length - 1 - lo) + meta.frontier[lvl]
+                if hash_groups(children, length - lo, n) != meta.frontier[lvl + 1]:
+                    bad = q - 1
+            if bad >= 0:
                 # either the parent or one of its children is damaged: name both files
                 first_child, last_child = bad * n, min(bad * n + n, length) - 1
                 children_files = sorted({
@@ -124,11 +123,28 @@ def _verify(core: TreeCore, data_dir: str, meta: CheckpointMeta,
                     f": node {bad} of level {lvl + 1} does not match the hash of its children "
                     f"(nodes {first_child}..{last_child} in {' and '.join(children_files)})"
                 )
-            done += hi - lo
+            done += min(q * n, length) - p * n
             _report(progress, "verify", done, total)
             p = q
     if meta.frontier and meta.frontier[-1] != meta.root:
         raise CorruptionError(f"{data_dir}: recomputed root differs from the checkpoint's root")
+
+
+def _check_stored(below: Level, above: Level, n: int, plo: int, phi: int, threads: int) -> int:
+    """The first of parents plo..phi-1 (whose children are all stored) that differs from
+    the hash of its children, or -1: in C from the regions in place where it can, else
+    through copies and hash_groups."""
+    if plo >= phi:
+        return -1
+    bad = _cpaths.check_parents(below, above, n, plo, phi, phi * n)
+    if bad is not None:
+        return bad
+    computed = hash_groups(below.read(plo * n, (phi - plo) * n), (phi - plo) * n, n, threads)
+    stored = above.read(plo, phi - plo)
+    if computed == stored:
+        return -1
+    return plo + next(i for i in range(phi - plo)
+                      if computed[i * 32 : i * 32 + 32] != stored[i * 32 : i * 32 + 32])
 
 
 class _HeldEdge(Level):

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import hashlib
 import logging
+import math
 import os
 import secrets
 import threading
@@ -120,6 +121,16 @@ class RotorTree:
         self._wal: wal.WriteAheadLog | None = None
         self.durable_seq = 0
         self.written_seq = 0
+        # The WAL's last record written (it may not be applied yet), the last one an
+        # fdatasync covered, and when a durability waiter last had to ask for a sync.
+        # durable_seq = min(wal_synced, written_seq): durable and applied.
+        self._wal_seq = 0
+        self._wal_synced = 0
+        self._last_wait = -math.inf
+        # A sync starts at the WAL write, not at the wait, while waiters came within this
+        # long (interval policy; never with the manual one, which has no flusher).
+        self._eager_window = (config.flush_policy.seconds
+                              if config.flush_policy.kind == "interval" else -1.0)
         self._ckpt: ckpt.CheckpointMeta = ckpt.CheckpointMeta(0, 0, b"", (), ())
         self._leaves_since_ckpt = 0
 
@@ -208,7 +219,7 @@ class RotorTree:
         # Opening the log cuts a torn tail and fdatasyncs what a killed writer left in the
         # page cache: only then are the replayed records durable (and reported so).
         self._wal = wal.WriteAheadLog(wal_path, end, last + 1, io)
-        self.durable_seq = self.written_seq = last
+        self.durable_seq = self.written_seq = self._wal_seq = self._wal_synced = last
 
     def _new_level(self, level: int) -> Level:
         if self.config.tiering.pinned(level):
@@ -307,8 +318,9 @@ class RotorTree:
 
         If it returns, the batches landed, even when an automatic checkpoint run inside it
         failed: a checkpoint that finds no space is retried at the next trigger; one whose
-        sync failed poisons the tree, so the tokens' wait() and every later call raise
-        StorePoisoned. Either way a caller never retries a batch that is in the tree.
+        sync failed poisons the tree, so every later call raises StorePoisoned, and so do
+        the tokens' wait() unless their records were durable before the failure. Either
+        way a caller never retries a batch that is in the tree.
         """
         with self._lock:
             self._check_writable()
@@ -329,9 +341,21 @@ class RotorTree:
                 raise
             assert self._wal is not None
             seqs = self._wal.append_many(payloads)
+            self._wal_seq = seqs[-1]
+            if time.monotonic() - self._last_wait < self._eager_window:
+                # Clients are waiting for durability, and will ask for a sync as soon as
+                # this call returns: start it now, so the fdatasync runs while the batch
+                # is hashed (both release the GIL). durable_seq still moves only once the
+                # batch is applied too (below, or in the flusher).
+                with self._cv:
+                    self._sync_requested = True
+                    self._cv.notify_all()
             core.apply(old, data, lengths)
             with self._cv:
                 self.written_seq = seqs[-1]
+                durable = min(self._wal_synced, self.written_seq)
+            if durable > self.durable_seq:  # the early sync finished during the apply
+                self._set_durable(durable)
             self._leaves_since_ckpt += count
             for hook in self._after_apply:
                 hook(self)
@@ -410,8 +434,8 @@ class RotorTree:
                     self._cv.wait(interval)
                 self._sync_requested = False
                 stopping = self._stopping
-                target = self.written_seq
-                pending = target > self.durable_seq
+                target = max(self.written_seq, self._wal_seq)
+                pending = target > self._wal_synced
             if pending and self._io.poisoned is None:
                 try:
                     self._sync_to(target)
@@ -426,7 +450,10 @@ class RotorTree:
         wal_ = self._wal
         assert wal_ is not None
         wal_.sync()  # raises StorePoisoned (and poisons) if the fdatasync fails
-        self._set_durable(target)
+        with self._cv:
+            self._wal_synced = max(self._wal_synced, target)
+            durable = min(self._wal_synced, self.written_seq)
+        self._set_durable(durable)
 
     def _set_durable(self, seq: int) -> None:
         with self._cv:
@@ -452,6 +479,7 @@ class RotorTree:
                 if self._closed and self.durable_seq < seq:
                     return False
                 self._sync_requested = True
+                self._last_wait = time.monotonic()
                 self._cv.notify_all()
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -551,6 +579,8 @@ class RotorTree:
         self._wal.reset()
         self._ckpt = meta
         self._leaves_since_ckpt = 0
+        with self._cv:  # the checkpoint holds every record up to meta.seq
+            self._wal_synced = max(self._wal_synced, meta.seq)
         self._set_durable(meta.seq)
         return meta
 

@@ -34,6 +34,9 @@ __all__ = ["MAX_PAYLOAD", "Record", "ScanResult", "WriteAheadLog", "encode_recor
            "is_full_error", "scan", "split_payload"]
 
 HEADER = struct.Struct("<IIQ")
+_CRC = struct.Struct("<I")
+#: Buffers one writev takes at most (Linux IOV_MAX); a larger group is joined first.
+_IOV_MAX = 1024
 #: Largest payload of one record (tests scale it down to exercise split batches).
 MAX_PAYLOAD = 1 << 30
 #: Bit of the length word: more records of the same batch follow this one.
@@ -43,13 +46,19 @@ _LEAF = 32
 _SEQ_WINDOW = 64
 
 
-def encode_record(seq: int, payload: bytes | memoryview, continued: bool = False) -> bytes:
-    """One framed record."""
+def record_header(seq: int, payload: bytes | memoryview, continued: bool = False) -> bytes:
+    """The 16 bytes that frame `payload` as a record: CRC32C (over the rest of the header and
+    the payload), length word, sequence. Written in front of the payload, which is not copied."""
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"record payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     word = len(payload) | (CONTINUED if continued else 0)
-    body = HEADER.pack(0, word, seq)[4:] + payload
-    return struct.pack("<I", crc32c.crc32c(body)) + body
+    rest = HEADER.pack(0, word, seq)[4:]
+    return _CRC.pack(crc32c.crc32c(payload, crc32c.crc32c(rest))) + rest
+
+
+def encode_record(seq: int, payload: bytes | memoryview, continued: bool = False) -> bytes:
+    """One framed record."""
+    return record_header(seq, payload, continued) + payload
 
 
 def split_payload(payload: bytes) -> list[memoryview]:
@@ -218,15 +227,17 @@ class WriteAheadLog:
         fails, the log's tail is unknown and the store is poisoned.
         """
         seq = self.next_seq
-        parts = []
+        parts: list[bytes | memoryview] = []
         lasts = []
         for payload in payloads:
             pieces = split_payload(payload)
             for k, piece in enumerate(pieces):
-                parts.append(encode_record(seq, piece, continued=k < len(pieces) - 1))
+                parts.append(record_header(seq, piece, continued=k < len(pieces) - 1))
+                parts.append(piece)  # headers and payloads go out in one writev, uncopied
                 seq += 1
             lasts.append(seq - 1)
-        rec = b"".join(parts)
+        total = sum(len(p) for p in parts)
+        rec: bytes | list[bytes | memoryview] = parts if len(parts) <= _IOV_MAX else b"".join(parts)
         try:
             self.io.pwrite(self._fd, rec, self._end, self.path)
         except OSError as exc:
@@ -237,7 +248,7 @@ class WriteAheadLog:
             if is_full_error(exc) and not isinstance(exc, StorageFull):
                 raise StorageFull(exc.errno, f"{self.path}: {exc.strerror}") from exc
             raise
-        self._end += len(rec)
+        self._end += total
         self.next_seq = seq
         return lasts
 

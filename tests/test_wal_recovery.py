@@ -11,6 +11,7 @@ crc32c u32 | payload length u32 | seq u64 | payload, little-endian, CRC over the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -28,6 +29,7 @@ from rotorshm import (
     RotorTree,
     RotorTreeConfig,
     TieringConfig,
+    _cpaths,
 )
 
 HEADER = 16
@@ -481,6 +483,34 @@ def test_flipped_byte_in_checkpointed_shard_is_corruption(tree_dir: Path, pin: i
         flip_file(path, pos)  # repair
     with RotorTree.open(config(tree_dir, pin=pin)) as tree:
         assert tree.size == len(items) and tree.root == ref_root(items, 4)
+
+
+@pytest.mark.parametrize("paths", ["c", "python"])
+@pytest.mark.parametrize(("level", "node"), [(0, 0), (0, 12_345), (0, N_CKPT - 2), (1, 4_000),
+                                             (1, 4_998), (3, 311)])
+def test_damage_behind_a_matching_crc_is_found_by_the_parent_check(
+    tree_dir: Path, level: int, node: int, paths: str
+):
+    """A node changed together with its chunk's CRC passes the CRC check; recomputing the
+    parents (in C from the mapped shards, or through the Python reference) still finds it
+    and names the parent, the node and both files."""
+    build_checkpoint(tree_dir, None)
+    path = shard(tree_dir, level)
+    flip_file(path, node * 32 + 7)
+    chunk = node // 128
+    data = path.read_bytes()[chunk * 4096 : chunk * 4096 + 4096]
+    crc = tree_dir / "data" / f"level_{level}" / "shard_0000.crc"
+    with open(crc, "r+b") as f:
+        f.seek(chunk * 4)
+        f.write(struct.pack("<I", crc32c.crc32c(data)))
+    ctx = _cpaths.python_paths() if paths == "python" else contextlib.nullcontext()
+    # a damaged leaf shows in its parent; a damaged parent shows against its children
+    parent_level, parent = (level, node) if level else (1, node // 4)
+    with ctx, pytest.raises(CorruptionError) as ei:
+        RotorTree.open(config(tree_dir, verify_checkpoint=True))
+    msg = str(ei.value)
+    assert f"node {parent} of level {parent_level} does not match" in msg, msg
+    assert f"level_{parent_level}" in msg and f"level_{parent_level - 1}" in msg, msg
 
 
 @pytest.mark.parametrize("pin", [None, 0], ids=["files", "pin0"])
