@@ -15,14 +15,16 @@ static inline uint32_t rotr32(uint32_t w, unsigned c)
     return (w >> c) | (w << (32 - c));
 }
 
-/* The mixing function G on state words a, b, c, d with message words x, y. */
+/* The mixing function G on state words a, b, c, d with message words x, y.  The message
+ * word is added before v[b], the value the previous line just produced: a serial
+ * compression then waits for one add there, not two. */
 #define G(v, a, b, c, d, x, y)                      \
     do {                                            \
-        v[a] = v[a] + v[b] + (x);                   \
+        v[a] = v[a] + (x) + v[b];                   \
         v[d] = rotr32(v[d] ^ v[a], 16);             \
         v[c] = v[c] + v[d];                         \
         v[b] = rotr32(v[b] ^ v[c], 12);             \
-        v[a] = v[a] + v[b] + (y);                   \
+        v[a] = v[a] + (y) + v[b];                   \
         v[d] = rotr32(v[d] ^ v[a], 8);              \
         v[c] = v[c] + v[d];                         \
         v[b] = rotr32(v[b] ^ v[c], 7);              \
