@@ -56,6 +56,14 @@ void rs_b3_compress(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN], uint32
         cv[i] = v[i] ^ v[i + 8];
 }
 
+void rs_b3_compress2(uint32_t cva[8], const uint8_t blka[RS_B3_BLOCK_LEN], uint32_t lena,
+                     uint32_t flagsa, uint32_t cvb[8], const uint8_t blkb[RS_B3_BLOCK_LEN],
+                     uint32_t lenb, uint32_t flagsb)
+{
+    rs_b3_compress(cva, blka, lena, 0, flagsa);
+    rs_b3_compress(cvb, blkb, lenb, 0, flagsb);
+}
+
 void rs_hash_many_portable(const uint8_t *prefix, size_t prefix_len, const uint8_t *base,
                            size_t stride, size_t msg_len, size_t count, uint8_t *out)
 {
