@@ -345,13 +345,46 @@ static int level_write(rs_level *l, uint64_t index, const uint8_t *node)
     return 0;
 }
 
-/* ---- single-leaf append ---------------------------------------------------------------- */
+/* ---- single-leaf append ----------------------------------------------------------------
+ *
+ * The new leaf's path: at every level the node is the last member of its group (position
+ * pos = idx % arity, k = pos + 1 members; pos == 0 is lifted).  The group's older members
+ * g .. idx-1 are final: a level's only node that is ever rewritten is its last one.  So
+ * the leading blocks of the group's message that end before the node (f of them: 0x01,
+ * k and older members only) are the same for every append into this group with this k,
+ * and so is the chaining value after them; on level l that is arity^l appends in a row
+ * (the node from below changes every time, its older siblings do not).
+ *
+ * The cache (rs_appender.cache[level]) keeps that chaining value, keyed by
+ * (level struct, group start g, k, arity): the value is a function of exactly k and the
+ * bytes of members g .. g + 2f - 2, which are final once written, in the storage the
+ * level struct stands for.  Nothing else can make an entry stale but another tree in the
+ * same storage (a recovery, a checkpoint restore, a reopen), which never happens between
+ * two consecutive appends: the writer re-syncs the appender then (Appender.sync ->
+ * rs_appender_reset), and as a second guard the cache empties itself whenever an append's
+ * index is not the one after the previous append (a batch, the Python path or a restore
+ * ran in between).  Misses and levels without an entry hash as the proof walk does: their
+ * prefix blocks ride along the chain (walk_paths).
+ */
 
-int rs_append_one(rs_level *const *levels, unsigned nlevels, unsigned arity, uint64_t index,
+void rs_appender_reset(rs_appender *a)
+{
+    for (unsigned i = 0; i < RS_VIEW_LEVELS; i++)
+        a->cache[i].valid = 0;
+    a->next = UINT64_MAX;
+}
+
+/* Sibling bytes one walk of the append holds: any single level fits (254 older members);
+ * deeper paths of large groups are walked in several pieces. */
+#define APPEND_SIBS (16 * 1024)
+
+int rs_append_one(rs_appender *a, unsigned nlevels, unsigned arity, uint64_t index,
                   const uint8_t *leaf, uint8_t *frontier_out, uint64_t *lengths_out)
 {
-    if (arity < 2 || arity > MAX_ARITY || index == UINT64_MAX)
+    if (a == 0 || arity < 2 || arity > MAX_ARITY || index == UINT64_MAX ||
+        nlevels > RS_VIEW_LEVELS)
         return RS_E_ARG;
+    rs_level *const *levels = a->levels;
     uint64_t L[RS_VIEW_LEVELS];
     unsigned nl = lengths_for(index + 1, arity, L);
     if (nl > nlevels)
@@ -367,30 +400,73 @@ int rs_append_one(rs_level *const *levels, unsigned nlevels, unsigned arity, uin
         if (((L[i] - 1) >> (l->shift - 5)) >= nreg)
             return RS_E_RESERVE;
     }
-    uint8_t buf[NODE * MAX_ARITY];
-    uint8_t node[NODE];
-    memcpy(node, leaf, NODE);
-    int rc = level_write(levels[0], index, node);
+    if (index != a->next)
+        rs_appender_reset(a);
+    a->next = UINT64_MAX; /* until this append has succeeded */
+    int rc = level_write(levels[0], index, leaf);
     if (rc)
         return rc;
-    memcpy(frontier_out, node, NODE);
+    memcpy(frontier_out, leaf, NODE);
+    pstep st[RS_VIEW_LEVELS];
+    uint64_t grp[RS_VIEW_LEVELS];  /* per level: the start of the node's group */
+    uint64_t nidx[RS_VIEW_LEVELS]; /* per level: the path node's index */
+    uint8_t sibs[APPEND_SIBS];
+    uint8_t node[1][NODE];
+    memcpy(node[0], leaf, NODE);
     uint64_t idx = index;
-    for (unsigned lvl = 0; lvl + 1 < nl; lvl++) {
-        unsigned pos = (unsigned)(idx % arity);
-        if (pos) { /* the group's older members, then this node: never lifted */
-            rc = level_read(levels[lvl], idx - pos, pos, buf);
-            if (rc)
+    unsigned first = 0; /* the piece being gathered: levels first .. lvl-1 */
+    size_t used = 0;
+    for (unsigned lvl = 0; lvl + 1 <= nl; lvl++) {
+        unsigned pos = lvl + 1 < nl ? (unsigned)(idx % arity) : 0;
+        size_t need = (size_t)NODE * pos;
+        if (lvl + 1 == nl || used + need > APPEND_SIBS) {
+            /* walk levels first .. lvl-1; trace[i] = frontier of level first + i */
+            path w = {&st[first], 0};
+            walk_paths(&w, 1, lvl - first, node,
+                       (uint8_t(*)[NODE])(void *)(frontier_out + (size_t)first * NODE));
+            memcpy(frontier_out + (size_t)lvl * NODE, node[0], NODE);
+            for (unsigned i = first; i < lvl; i++) {
+                if ((rc = level_write(levels[i + 1], nidx[i + 1],
+                                      frontier_out + (size_t)(i + 1) * NODE)) != 0)
+                    return rc;
+                rs_prefix_cache *c = &a->cache[i];
+                if (st[i].f && !a->no_cache) { /* done == f: cv is the prefix's */
+                    c->level = levels[i];
+                    c->group = grp[i];
+                    c->k = st[i].k;
+                    c->arity = arity;
+                    memcpy(c->cv, st[i].cv, sizeof c->cv);
+                    c->valid = 1;
+                }
+            }
+            if (lvl + 1 == nl)
+                break;
+            first = lvl;
+            used = 0;
+        }
+        uint64_t g = idx - pos;
+        grp[lvl] = g;
+        nidx[lvl + 1] = idx / arity;
+        uint8_t *area = sibs + used;
+        pstep_init(&st[lvl], area, pos + 1, pos);
+        if (pos) {
+            const rs_prefix_cache *c = &a->cache[lvl];
+            unsigned from = 0; /* the first older member to read */
+            if (st[lvl].f && !a->no_cache && c->valid && c->level == levels[lvl] &&
+                c->group == g && c->k == pos + 1 && c->arity == arity) {
+                st[lvl].done = st[lvl].f;
+                memcpy(st[lvl].cv, c->cv, sizeof c->cv);
+                from = 2 * st[lvl].f - 1; /* msg_from reads members from here on */
+            }
+            if ((rc = level_read(levels[lvl], g + from, pos - from,
+                                 area + (size_t)NODE * from)) != 0)
                 return rc;
-            memcpy(buf + (size_t)pos * NODE, node, NODE);
-            group_hash(buf, pos + 1, node);
+            used += need;
         }
         idx /= arity;
-        rc = level_write(levels[lvl + 1], idx, node);
-        if (rc)
-            return rc;
-        memcpy(frontier_out + (size_t)(lvl + 1) * NODE, node, NODE);
     }
     memcpy(lengths_out, L, nl * sizeof(uint64_t));
+    a->next = index + 1;
     return (int)nl;
 }
 

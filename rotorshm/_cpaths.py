@@ -281,12 +281,15 @@ def consistency_bytes(view: View, old_size: int, new_size: int) -> bytes:
 
 
 class Appender:
-    """The level structs of a TreeCore as one C array, and its output buffers."""
+    """The C single-leaf append state of a TreeCore (an rs_appender: the level structs as
+    one array, and a per-level cache of the right edge's group prefix), and its output
+    buffers. ``c`` is what ``rs_append_one`` takes; the cache is this writer's alone."""
 
     __slots__ = ("c", "count", "keep", "frontier", "lengths", "frontier_buf", "lengths_buf")
 
     def __init__(self) -> None:
-        self.c = ffi.new("rs_level *[]", VIEW_LEVELS)
+        self.c = ffi.new("rs_appender *")
+        lib.rs_appender_reset(self.c)
         self.count = 0
         self.keep: list[RegionTable] = []
         self.frontier = ffi.new("char[]", NODE * VIEW_LEVELS)
@@ -296,10 +299,12 @@ class Appender:
         self.lengths_buf = ffi.buffer(self.lengths)
 
     def sync(self, levels: Sequence[Level]) -> None:
-        """Point at the current region tables of `levels` (after new levels or a reopen)."""
+        """Point at the current region tables of `levels` (after new levels or a reopen),
+        and empty the prefix cache: whatever the levels now hold, no entry outlives this."""
         n = min(len(levels), VIEW_LEVELS)
         tables = [levels[i]._ctab for i in range(n)]
-        self.c[0:n] = [t.c for t in tables]
+        self.c.levels[0:n] = [t.c for t in tables]
+        lib.rs_appender_reset(self.c)
         self.keep = tables
         self.count = n
 
