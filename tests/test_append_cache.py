@@ -102,7 +102,7 @@ def test_batches_resyncs_and_the_uncached_path_interleaved(arity: int, ckernel: 
         assert tree.insert(leaf) == ref.append(leaf), (arity, step)
 
 
-def test_the_cache_is_used_and_keyed() -> None:
+def test_the_cache_is_used_and_keyed(ckernel: str) -> None:
     """After a run of single inserts the upper levels hold entries for the right edge's
     current group and k; the tree's root is the naive reference's."""
     rng = random.Random("append-keys")
