@@ -97,6 +97,17 @@ void rs_hash_many_avx512(const uint8_t *prefix, size_t prefix_len, const uint8_t
 typedef void (*rs_compress_fn)(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN],
                                uint32_t block_len, uint64_t counter, uint32_t flags);
 
+/* Two independent compressions (counter 0) in one call: cva from blka, cvb from blkb.  The
+ * SSE4.1 one interleaves them, so that a serial chain (a proof's path) carries a second,
+ * independent compression almost for free; the portable one is two rs_b3_compress calls. */
+typedef void (*rs_compress2_fn)(uint32_t cva[8], const uint8_t blka[RS_B3_BLOCK_LEN],
+                                uint32_t lena, uint32_t flagsa, uint32_t cvb[8],
+                                const uint8_t blkb[RS_B3_BLOCK_LEN], uint32_t lenb,
+                                uint32_t flagsb);
+void rs_b3_compress2(uint32_t cva[8], const uint8_t blka[RS_B3_BLOCK_LEN], uint32_t lena,
+                     uint32_t flagsa, uint32_t cvb[8], const uint8_t blkb[RS_B3_BLOCK_LEN],
+                     uint32_t lenb, uint32_t flagsb);
+
 /* The same for two messages at once, interleaved (a consistency proof's two root chains);
  * outputs must not overlap the inputs (kernel_sse41.c, kernel_dispatch.c). */
 void rs_hash_two(const uint8_t *pa, size_t pa_len, const uint8_t *ma, size_t ma_len,
@@ -112,8 +123,13 @@ void rs_hash_two_sse41(const uint8_t *pa, size_t pa_len, const uint8_t *ma, size
                        size_t mb_len, uint8_t *outb);
 void rs_b3_compress_sse41(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN],
                           uint32_t block_len, uint64_t counter, uint32_t flags);
+void rs_b3_compress2_sse41(uint32_t cva[8], const uint8_t blka[RS_B3_BLOCK_LEN],
+                           uint32_t lena, uint32_t flagsa, uint32_t cvb[8],
+                           const uint8_t blkb[RS_B3_BLOCK_LEN], uint32_t lenb,
+                           uint32_t flagsb);
 #endif
 rs_compress_fn rs_b3_compress_current(void);
+rs_compress2_fn rs_b3_compress2_current(void);
 
 /* One message of at most one chunk (prefix || msg) with the kernel in use. */
 void rs_hash_one(const uint8_t *prefix, size_t prefix_len, const uint8_t *msg, size_t msg_len,

@@ -78,11 +78,11 @@ TARGET static inline void transpose8(__m256i r[8])
 
 #define G(a, b, c, d, x, y)           \
     do {                              \
-        a = add(add(a, b), x);        \
+        a = add(add(a, x), b);        \
         d = rot16(xor_(d, a));        \
         c = add(c, d);                \
         b = rot12(xor_(b, c));        \
-        a = add(add(a, b), y);        \
+        a = add(add(a, y), b);        \
         d = rot8(xor_(d, a));         \
         c = add(c, d);                \
         b = rot7(xor_(b, c));         \

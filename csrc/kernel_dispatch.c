@@ -116,6 +116,15 @@ rs_compress_fn rs_b3_compress_current(void)
     return rs_b3_compress;
 }
 
+rs_compress2_fn rs_b3_compress2_current(void)
+{
+#if RS_X86
+    if (rs_kernel_get() != RS_KERNEL_PORTABLE)
+        return rs_b3_compress2_sse41;
+#endif
+    return rs_b3_compress2;
+}
+
 void rs_hash_one(const uint8_t *prefix, size_t prefix_len, const uint8_t *msg, size_t msg_len,
                  uint8_t *out)
 {

@@ -15,14 +15,16 @@ static inline uint32_t rotr32(uint32_t w, unsigned c)
     return (w >> c) | (w << (32 - c));
 }
 
-/* The mixing function G on state words a, b, c, d with message words x, y. */
+/* The mixing function G on state words a, b, c, d with message words x, y.  The message
+ * word is added before v[b], the value the previous line just produced: a serial
+ * compression then waits for one add there, not two. */
 #define G(v, a, b, c, d, x, y)                      \
     do {                                            \
-        v[a] = v[a] + v[b] + (x);                   \
+        v[a] = v[a] + (x) + v[b];                   \
         v[d] = rotr32(v[d] ^ v[a], 16);             \
         v[c] = v[c] + v[d];                         \
         v[b] = rotr32(v[b] ^ v[c], 12);             \
-        v[a] = v[a] + v[b] + (y);                   \
+        v[a] = v[a] + (y) + v[b];                   \
         v[d] = rotr32(v[d] ^ v[a], 8);              \
         v[c] = v[c] + v[d];                         \
         v[b] = rotr32(v[b] ^ v[c], 7);              \
@@ -52,6 +54,14 @@ void rs_b3_compress(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN], uint32
     /* The chaining value out is the first half of the state xored with the second. */
     for (int i = 0; i < 8; i++)
         cv[i] = v[i] ^ v[i + 8];
+}
+
+void rs_b3_compress2(uint32_t cva[8], const uint8_t blka[RS_B3_BLOCK_LEN], uint32_t lena,
+                     uint32_t flagsa, uint32_t cvb[8], const uint8_t blkb[RS_B3_BLOCK_LEN],
+                     uint32_t lenb, uint32_t flagsb)
+{
+    rs_b3_compress(cva, blka, lena, 0, flagsa);
+    rs_b3_compress(cvb, blkb, lenb, 0, flagsb);
 }
 
 void rs_hash_many_portable(const uint8_t *prefix, size_t prefix_len, const uint8_t *base,

@@ -62,11 +62,11 @@ TARGET static inline void transpose4(__m128i r[4])
 
 #define G(a, b, c, d, x, y)           \
     do {                              \
-        a = add(add(a, b), x);        \
+        a = add(add(a, x), b);        \
         d = rot16(xor_(d, a));        \
         c = add(c, d);                \
         b = rot12(xor_(b, c));        \
-        a = add(add(a, b), y);        \
+        a = add(add(a, y), b);        \
         d = rot8(xor_(d, a));         \
         c = add(c, d);                \
         b = rot7(xor_(b, c));         \
@@ -84,58 +84,113 @@ TARGET static inline void transpose4(__m128i r[4])
 
 /* -- one message, state in rows ---------------------------------------------------------- */
 
+/* A serial compression (a proof step, a single-leaf insert) is bound by the latency of its
+ * dependency chain, r0 -> r3 -> r2 -> r1 -> r0 through every half G; everything off that
+ * chain is free.  Two choices keep the chain short:
+ *   - r0 = (r0 + m) + r1, not (r0 + r1) + m: r1 is the value the previous step just
+ *     produced, so only one add waits for it;
+ *   - the diagonal step rotates rows 0, 2 and 3, never row 1: row 1 (b) is the last value
+ *     a half G produces, while rows 0, 3 and 2 are ready earlier, so their lane rotations
+ *     run while row 1 is still being computed instead of after it.
+ * Lane j of the diagonal step then holds diagonal j-1 (mod 4): (v[j-1], v[4+j], v[8+j+1],
+ * v[12+j+2]), indices within their rows mod 4, which is diagonal i = j-1 of the
+ * specification, (v[i], v[4+i+1], v[8+i+2], v[12+i+3]).  Its message words are therefore
+ * those of G function 4+((j-1) mod 4): lane 0 takes the words of diagonal 3. */
 #define GROWS(r0, r1, r2, r3, m)           \
     do {                                  \
-        r0 = add(add(r0, r1), m);         \
+        r0 = add(add(r0, m), r1);         \
         r3 = rot16(xor_(r3, r0));         \
         r2 = add(r2, r3);                 \
         r1 = rot12(xor_(r1, r2));         \
     } while (0)
 #define GROWS2(r0, r1, r2, r3, m)          \
     do {                                  \
-        r0 = add(add(r0, r1), m);         \
+        r0 = add(add(r0, m), r1);         \
         r3 = rot8(xor_(r3, r0));          \
         r2 = add(r2, r3);                 \
         r1 = rot7(xor_(r1, r2));          \
     } while (0)
 
-/* Lane i of row 1 / 2 / 3 takes lane (i+1) / (i+2) / (i+3) mod 4, so that lane i of the
- * four rows holds diagonal i: (v0, v5, v10, v15), (v1, v6, v11, v12), ...; and back. */
-#define DIAG(r1, r2, r3)                                  \
-    do {                                                  \
-        r1 = _mm_shuffle_epi32(r1, _MM_SHUFFLE(0, 3, 2, 1)); \
-        r2 = _mm_shuffle_epi32(r2, _MM_SHUFFLE(1, 0, 3, 2)); \
-        r3 = _mm_shuffle_epi32(r3, _MM_SHUFFLE(2, 1, 0, 3)); \
+/* Lane j of row 0 / 2 / 3 takes lane (j-1) / (j+1) / (j+2) mod 4; UNDIAG undoes it. */
+#define DIAG(r0, r2, r3)                                     \
+    do {                                                     \
+        r0 = _mm_shuffle_epi32(r0, _MM_SHUFFLE(2, 1, 0, 3)); \
+        r2 = _mm_shuffle_epi32(r2, _MM_SHUFFLE(0, 3, 2, 1)); \
+        r3 = _mm_shuffle_epi32(r3, _MM_SHUFFLE(1, 0, 3, 2)); \
     } while (0)
-#define UNDIAG(r1, r2, r3)                                \
-    do {                                                  \
-        r1 = _mm_shuffle_epi32(r1, _MM_SHUFFLE(2, 1, 0, 3)); \
-        r2 = _mm_shuffle_epi32(r2, _MM_SHUFFLE(1, 0, 3, 2)); \
-        r3 = _mm_shuffle_epi32(r3, _MM_SHUFFLE(0, 3, 2, 1)); \
+#define UNDIAG(r0, r2, r3)                                   \
+    do {                                                     \
+        r0 = _mm_shuffle_epi32(r0, _MM_SHUFFLE(0, 3, 2, 1)); \
+        r2 = _mm_shuffle_epi32(r2, _MM_SHUFFLE(2, 1, 0, 3)); \
+        r3 = _mm_shuffle_epi32(r3, _MM_SHUFFLE(1, 0, 3, 2)); \
     } while (0)
 
-/* _mm_set_epi32 lists lanes 3..0. */
-#define WORDS(a, b, c, d) _mm_set_epi32((int)w[d], (int)w[c], (int)w[b], (int)w[a])
+/* The message words of each half G, four lanes at a time: xc / yc the first / second word
+ * of the column step, xd / yd those of the diagonal step in the lane order above.  Round 0
+ * (the block as it is) gives
+ *   xc = (m0, m2, m4, m6)   yc = (m1, m3, m5, m7)
+ *   xd = (m14, m8, m10, m12)   yd = (m15, m9, m11, m13).
+ * Each later round uses the words of the previous round's message passed through the
+ * specification's permutation, m'[i] = m[P[i]] with P = (2, 6, 3, 10, 7, 0, 4, 13, 1, 11,
+ * 12, 5, 9, 14, 15, 8); written in terms of the four vectors of the previous round that is
+ *   xc' = (m'0, m'2, m'4, m'6)     = (m2, m3, m7, m4)    = (xc1, yc1, yc3, xc2)
+ *   yc' = (m'1, m'3, m'5, m'7)     = (m6, m10, m0, m13)  = (xc3, xd2, xc0, yd3)
+ *   xd' = (m'14, m'8, m'10, m'12)  = (m15, m1, m12, m9)  = (yd0, yc0, xd3, yd1)
+ *   yd' = (m'15, m'9, m'11, m'13)  = (m8, m11, m5, m14)  = (xd1, yd2, yc2, xd0)
+ * (xc1 = lane 1 of xc).  A dozen register shuffles and blends per round, instead of
+ * sixteen words inserted one by one from memory; none of it is on the state's chain. */
+#define SHUFPS(a, b, imm) \
+    _mm_castps_si128(_mm_shuffle_ps(_mm_castsi128_ps(a), _mm_castsi128_ps(b), imm))
+#define PERMUTE_WORDS(xc, yc, xd, yd)                                                  \
+    do {                                                                               \
+        __m128i t_ = SHUFPS(xc, yc, _MM_SHUFFLE(3, 1, 2, 1)); /* xc1 xc2 yc1 yc3 */    \
+        __m128i xc_ = _mm_shuffle_epi32(t_, _MM_SHUFFLE(1, 3, 2, 0));                  \
+        __m128i a_ = _mm_blend_epi16(xd, yd, 0xC0);           /* xd0 xd1 xd2 yd3 */    \
+        t_ = SHUFPS(xc, a_, _MM_SHUFFLE(3, 2, 0, 3));         /* xc3 xc0 xd2 yd3 */    \
+        __m128i yc_ = _mm_shuffle_epi32(t_, _MM_SHUFFLE(3, 1, 2, 0));                  \
+        __m128i u_ = _mm_unpacklo_epi32(yd, yc);              /* yd0 yc0 yd1 yc1 */    \
+        __m128i c_ = _mm_blend_epi16(xd, yd, 0x0C);           /* xd0 yd1 xd2 xd3 */    \
+        __m128i xd_ = SHUFPS(u_, c_, _MM_SHUFFLE(1, 3, 1, 0));                         \
+        c_ = _mm_blend_epi16(xd, yd, 0x30);                   /* xd0 xd1 yd2 xd3 */    \
+        c_ = _mm_blend_epi16(c_, _mm_shuffle_epi32(yc, _MM_SHUFFLE(2, 2, 2, 2)), 0xC0); \
+        yd = _mm_shuffle_epi32(c_, _MM_SHUFFLE(0, 3, 2, 1));  /* xd1 yd2 yc2 xd0 */    \
+        xc = xc_;                                                                      \
+        yc = yc_;                                                                      \
+        xd = xd_;                                                                      \
+    } while (0)
 
-#define ROUND_ROWS(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15) \
-    GROWS(r0, r1, r2, r3, WORDS(s0, s2, s4, s6));                                    \
-    GROWS2(r0, r1, r2, r3, WORDS(s1, s3, s5, s7));                                   \
-    DIAG(r1, r2, r3);                                                                \
-    GROWS(r0, r1, r2, r3, WORDS(s8, s10, s12, s14));                                 \
-    GROWS2(r0, r1, r2, r3, WORDS(s9, s11, s13, s15));                                \
-    UNDIAG(r1, r2, r3);
+#define ROUND_ROWS(r0, r1, r2, r3, xc, yc, xd, yd) \
+    do {                                          \
+        GROWS(r0, r1, r2, r3, xc);                \
+        GROWS2(r0, r1, r2, r3, yc);               \
+        DIAG(r0, r2, r3);                         \
+        GROWS(r0, r1, r2, r3, xd);                \
+        GROWS2(r0, r1, r2, r3, yd);               \
+        UNDIAG(r0, r2, r3);                       \
+    } while (0)
 
 TARGET void rs_b3_compress_sse41(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN],
                                  uint32_t block_len, uint64_t counter, uint32_t flags)
 {
-    uint32_t w[16];
-    memcpy(w, block, sizeof w); /* x86 is little-endian: the words as the spec reads them */
+    /* x86 is little-endian: the block's bytes are the message words as the spec reads them */
+    const __m128i *b = (const __m128i *)(const void *)block;
+    __m128i m0 = _mm_loadu_si128(b), m1 = _mm_loadu_si128(b + 1);
+    __m128i m2 = _mm_loadu_si128(b + 2), m3 = _mm_loadu_si128(b + 3);
+    __m128i xc = SHUFPS(m0, m1, _MM_SHUFFLE(2, 0, 2, 0));
+    __m128i yc = SHUFPS(m0, m1, _MM_SHUFFLE(3, 1, 3, 1));
+    __m128i xd = _mm_shuffle_epi32(SHUFPS(m2, m3, _MM_SHUFFLE(2, 0, 2, 0)), _MM_SHUFFLE(2, 1, 0, 3));
+    __m128i yd = _mm_shuffle_epi32(SHUFPS(m2, m3, _MM_SHUFFLE(3, 1, 3, 1)), _MM_SHUFFLE(2, 1, 0, 3));
     __m128i r0 = _mm_loadu_si128((const __m128i *)(const void *)&cv[0]);
     __m128i r1 = _mm_loadu_si128((const __m128i *)(const void *)&cv[4]);
     __m128i r2 = _mm_set_epi32((int)RS_B3_IV3, (int)RS_B3_IV2, (int)RS_B3_IV1, (int)RS_B3_IV0);
     __m128i r3 = _mm_set_epi32((int)flags, (int)block_len, (int)(uint32_t)(counter >> 32),
                                (int)(uint32_t)counter);
-    RS_B3_ROUNDS(ROUND_ROWS)
+    for (int round = 0;; round++) {
+        ROUND_ROWS(r0, r1, r2, r3, xc, yc, xd, yd);
+        if (round == 6)
+            break;
+        PERMUTE_WORDS(xc, yc, xd, yd);
+    }
     _mm_storeu_si128((__m128i *)(void *)&cv[0], xor_(r0, r2));
     _mm_storeu_si128((__m128i *)(void *)&cv[4], xor_(r1, r3));
 }
@@ -195,60 +250,56 @@ void rs_hash_many_sse41(const uint8_t *prefix, size_t prefix_len, const uint8_t 
                        base ? base + i * stride : base, msg_len, out + 32 * i);
 }
 
-/* -- two single messages at once (rs_hash_two) ------------------------------------------
+/* -- two single messages at once -----------------------------------------------------------
  *
- * A consistency proof recomputes two roots, one node per level each, every hash waiting for
- * the one below it: one chain is bound by the latency of a compression, two interleaved
- * fill the core.  Each compression keeps its state in four row vectors, as
- * rs_b3_compress_sse41 does. */
-/* The four G functions of one half-round, one per lane, message words x then y.  The
- * message word is added first: it does not wait for r1, the end of the previous step. */
-#define G4(r0, r1, r2, r3, x, y)                                  \
-    do {                                                          \
-        r0 = _mm_add_epi32(_mm_add_epi32(r0, x), r1);             \
-        r3 = rot16(_mm_xor_si128(r3, r0));                        \
-        r2 = _mm_add_epi32(r2, r3);                               \
-        r1 = rot12(_mm_xor_si128(r1, r2));                        \
-        r0 = _mm_add_epi32(_mm_add_epi32(r0, y), r1);             \
-        r3 = rot8(_mm_xor_si128(r3, r0));                         \
-        r2 = _mm_add_epi32(r2, r3);                               \
-        r1 = rot7(_mm_xor_si128(r1, r2));                         \
+ * A chain of serial compressions (a proof's path, both roots of a consistency proof) is
+ * bound by the latency of one compression and leaves most of the core idle: a second,
+ * independent compression in the same instruction stream runs in that idle time.  Each
+ * keeps its state in four row vectors, exactly as rs_b3_compress_sse41 does. */
+
+#define LOAD_WORDS(block, xc, yc, xd, yd)                                                   \
+    do {                                                                                  \
+        const __m128i *p_ = (const __m128i *)(const void *)(block);                       \
+        __m128i m0_ = _mm_loadu_si128(p_), m1_ = _mm_loadu_si128(p_ + 1);                 \
+        __m128i m2_ = _mm_loadu_si128(p_ + 2), m3_ = _mm_loadu_si128(p_ + 3);             \
+        xc = SHUFPS(m0_, m1_, _MM_SHUFFLE(2, 0, 2, 0));                                   \
+        yc = SHUFPS(m0_, m1_, _MM_SHUFFLE(3, 1, 3, 1));                                   \
+        xd = _mm_shuffle_epi32(SHUFPS(m2_, m3_, _MM_SHUFFLE(2, 0, 2, 0)),                 \
+                               _MM_SHUFFLE(2, 1, 0, 3));                                  \
+        yd = _mm_shuffle_epi32(SHUFPS(m2_, m3_, _MM_SHUFFLE(3, 1, 3, 1)),                 \
+                               _MM_SHUFFLE(2, 1, 0, 3));                                  \
     } while (0)
 
-/* Two independent compressions interleaved: a path walk that hashes two chains (both
- * roots of a consistency proof) is bound by the latency of one, so two fill the core. */
-TARGET static void compress_rows2(__m128i *a0, __m128i *a1, const uint8_t blka[64],
-                                  uint32_t lena, uint32_t flagsa, __m128i *b0, __m128i *b1,
-                                  const uint8_t blkb[64], uint32_t lenb, uint32_t flagsb)
+/* Two compressions with counter 0 (one-chunk messages, parent nodes): cva from blka
+ * (lena bytes, flagsa) and cvb from blkb, as two calls of rs_b3_compress_sse41 would. */
+TARGET void rs_b3_compress2_sse41(uint32_t cva[8], const uint8_t blka[RS_B3_BLOCK_LEN],
+                                  uint32_t lena, uint32_t flagsa, uint32_t cvb[8],
+                                  const uint8_t blkb[RS_B3_BLOCK_LEN], uint32_t lenb,
+                                  uint32_t flagsb)
 {
-    uint32_t m[16], n[16];
-    memcpy(m, blka, 64);
-    memcpy(n, blkb, 64);
+    __m128i xc, yc, xd, yd, xc2, yc2, xd2, yd2;
+    LOAD_WORDS(blka, xc, yc, xd, yd);
+    LOAD_WORDS(blkb, xc2, yc2, xd2, yd2);
     const __m128i iv = _mm_setr_epi32((int)RS_B3_IV0, (int)RS_B3_IV1, (int)RS_B3_IV2,
                                       (int)RS_B3_IV3);
-    __m128i r0 = *a0, r1 = *a1, r2 = iv, r3 = _mm_setr_epi32(0, 0, (int)lena, (int)flagsa);
-    __m128i q0 = *b0, q1 = *b1, q2 = iv, q3 = _mm_setr_epi32(0, 0, (int)lenb, (int)flagsb);
-#define HALF(w, s0, s1, s2, s3, s4, s5, s6, s7)                                              \
-    G4(r0, r1, r2, r3, _mm_setr_epi32((int)m[s0], (int)m[s2], (int)m[s4], (int)m[s6]),     \
-       _mm_setr_epi32((int)m[s1], (int)m[s3], (int)m[s5], (int)m[s7]));                    \
-    G4(q0, q1, q2, q3, _mm_setr_epi32((int)n[s0], (int)n[s2], (int)n[s4], (int)n[s6]),     \
-       _mm_setr_epi32((int)n[s1], (int)n[s3], (int)n[s5], (int)n[s7]));
-#define ROT(x, a, b, c, d) x = _mm_shuffle_epi32(x, _MM_SHUFFLE(a, b, c, d));
-#define ROUND2(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15)       \
-    HALF(0, s0, s1, s2, s3, s4, s5, s6, s7)                                              \
-    ROT(r1, 0, 3, 2, 1) ROT(r2, 1, 0, 3, 2) ROT(r3, 2, 1, 0, 3)                           \
-    ROT(q1, 0, 3, 2, 1) ROT(q2, 1, 0, 3, 2) ROT(q3, 2, 1, 0, 3)                           \
-    HALF(1, s8, s9, s10, s11, s12, s13, s14, s15)                                        \
-    ROT(r1, 2, 1, 0, 3) ROT(r2, 1, 0, 3, 2) ROT(r3, 0, 3, 2, 1)                           \
-    ROT(q1, 2, 1, 0, 3) ROT(q2, 1, 0, 3, 2) ROT(q3, 0, 3, 2, 1)
-    RS_B3_ROUNDS(ROUND2)
-#undef ROUND2
-#undef ROT
-#undef HALF
-    *a0 = _mm_xor_si128(r0, r2);
-    *a1 = _mm_xor_si128(r1, r3);
-    *b0 = _mm_xor_si128(q0, q2);
-    *b1 = _mm_xor_si128(q1, q3);
+    __m128i r0 = _mm_loadu_si128((const __m128i *)(const void *)&cva[0]);
+    __m128i r1 = _mm_loadu_si128((const __m128i *)(const void *)&cva[4]);
+    __m128i r2 = iv, r3 = _mm_setr_epi32(0, 0, (int)lena, (int)flagsa);
+    __m128i q0 = _mm_loadu_si128((const __m128i *)(const void *)&cvb[0]);
+    __m128i q1 = _mm_loadu_si128((const __m128i *)(const void *)&cvb[4]);
+    __m128i q2 = iv, q3 = _mm_setr_epi32(0, 0, (int)lenb, (int)flagsb);
+    for (int round = 0;; round++) {
+        ROUND_ROWS(r0, r1, r2, r3, xc, yc, xd, yd);
+        ROUND_ROWS(q0, q1, q2, q3, xc2, yc2, xd2, yd2);
+        if (round == 6)
+            break;
+        PERMUTE_WORDS(xc, yc, xd, yd);
+        PERMUTE_WORDS(xc2, yc2, xd2, yd2);
+    }
+    _mm_storeu_si128((__m128i *)(void *)&cva[0], xor_(r0, r2));
+    _mm_storeu_si128((__m128i *)(void *)&cva[4], xor_(r1, r3));
+    _mm_storeu_si128((__m128i *)(void *)&cvb[0], xor_(q0, q2));
+    _mm_storeu_si128((__m128i *)(void *)&cvb[4], xor_(q1, q3));
 }
 
 /* BLAKE3 of two one-chunk messages (prefix_len + len <= 1024 each) at once. */
@@ -260,11 +311,9 @@ TARGET void rs_hash_two_sse41(const uint8_t *pa, size_t pa_len, const uint8_t *m
     size_t la = pa_len + ma_len, lb = pb_len + mb_len;
     size_t na = rs_b3_blocks(la), nb = rs_b3_blocks(lb);
     uint8_t ta[RS_B3_BLOCK_LEN], tb[RS_B3_BLOCK_LEN];
-    const __m128i iv0 = _mm_setr_epi32((int)RS_B3_IV0, (int)RS_B3_IV1, (int)RS_B3_IV2,
-                                       (int)RS_B3_IV3);
-    const __m128i iv1 = _mm_setr_epi32((int)RS_B3_IV4, (int)RS_B3_IV5, (int)RS_B3_IV6,
-                                       (int)RS_B3_IV7);
-    __m128i a0 = iv0, a1 = iv1, b0 = iv0, b1 = iv1;
+    uint32_t cva[8], cvb[8];
+    memcpy(cva, rs_b3_iv, sizeof cva);
+    memcpy(cvb, rs_b3_iv, sizeof cvb);
     size_t both = na < nb ? na : nb;
     for (size_t b = 0; b < both; b++) {
         size_t off = b * RS_B3_BLOCK_LEN;
@@ -272,15 +321,10 @@ TARGET void rs_hash_two_sse41(const uint8_t *pa, size_t pa_len, const uint8_t *m
         size_t blb = lb - off < RS_B3_BLOCK_LEN ? lb - off : RS_B3_BLOCK_LEN;
         const uint8_t *ka = rs_b3_block(pa, pa_len, ma, off, bla, ta);
         const uint8_t *kb = rs_b3_block(pb, pb_len, mb, off, blb, tb);
-        compress_rows2(&a0, &a1, ka, (uint32_t)bla, rs_b3_block_flags(b, na), &b0, &b1, kb,
-                       (uint32_t)blb, rs_b3_block_flags(b, nb));
+        rs_b3_compress2_sse41(cva, ka, (uint32_t)bla, rs_b3_block_flags(b, na), cvb, kb,
+                              (uint32_t)blb, rs_b3_block_flags(b, nb));
     }
     /* The longer message's remaining blocks, one compression at a time. */
-    uint32_t cva[8], cvb[8];
-    _mm_storeu_si128((__m128i *)cva, a0);
-    _mm_storeu_si128((__m128i *)(cva + 4), a1);
-    _mm_storeu_si128((__m128i *)cvb, b0);
-    _mm_storeu_si128((__m128i *)(cvb + 4), b1);
     for (size_t b = both; b < na; b++) {
         size_t off = b * RS_B3_BLOCK_LEN;
         size_t bl = la - off < RS_B3_BLOCK_LEN ? la - off : RS_B3_BLOCK_LEN;

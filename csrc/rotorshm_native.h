@@ -188,11 +188,38 @@ typedef struct rs_view {
 void rs_level_publish(rs_level *lvl, uint8_t **regions, uint64_t nregions);
 void rs_level_close(rs_level *lvl);
 
-/* Write leaf `index` and rehash its path (one node per level): the level count of the new
- * tree, its lengths and frontier (32 bytes per level) in the outputs; RS_E_RESERVE when a
- * level lacks storage (nothing written then). */
-int rs_append_one(rs_level *const *levels, unsigned nlevels, unsigned arity, uint64_t index,
-                  const uint8_t *leaf, uint8_t *frontier_out, uint64_t *lengths_out);
+/* The writer's single-leaf append state (rotorshm._cpaths.Appender owns one): the levels,
+ * and per level the chaining value after the leading blocks of the right-edge group's
+ * message that hold only its prefix and older members (tree_ops.c explains the key).
+ * Private to the one writer; rs_appender_reset empties the cache. */
+typedef struct rs_prefix_cache {
+    const rs_level *level;
+    uint64_t group;
+    uint32_t k;
+    uint32_t arity;
+    uint32_t valid;
+    uint32_t cv[8];
+} rs_prefix_cache;
+
+typedef struct rs_appender {
+    rs_level *levels[65];
+    uint64_t next;
+    uint32_t no_cache;
+    uint32_t nlevels;         /* levels[0 .. nlevels) are the tree's (Appender.sync) */
+    uint32_t arity;
+    rs_prefix_cache cache[65];
+    uint8_t frontier[2080];   /* out: the last node of every level, 32 bytes each */
+    uint64_t lengths[65];     /* out: every level's length */
+} rs_appender;
+
+void rs_appender_reset(rs_appender *a);
+
+/* Write leaf `index` and rehash its path (one node per level) over a->levels[0..nlevels)
+ * of an a->arity tree: the level count of the new tree, its lengths and frontier (32 bytes
+ * per level) in a->lengths and a->frontier; RS_E_RESERVE when a level lacks storage
+ * (nothing written then).  a->no_cache = 1 makes it hash every block (tests and
+ * benchmarks compare both).  Three arguments: a Python call converts each one. */
+int rs_append_one(rs_appender *a, uint64_t index, const uint8_t *leaf);
 
 /* Append `count` >= 1 leaves (data: 32*count bytes) at index `old`: write them into level 0
  * and rehash every level's dirty range, levels 1..k on `threads` threads for a large batch

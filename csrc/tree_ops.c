@@ -80,18 +80,215 @@ static inline void group_hash(const uint8_t *children, unsigned k, uint8_t *out)
     rs_hash_group(children, k, out);
 }
 
-/* Parents of two independent groups of ka and kb contiguous children (1..255 each). */
-static void two_groups(const uint8_t *ga, unsigned ka, uint8_t *outa, const uint8_t *gb,
-                       unsigned kb, uint8_t *outb)
+/* ---- one path, many levels: the serial walk ----------------------------------------------
+ *
+ * Proof verification (and the writer's single-leaf update) hashes one node per level, each
+ * level's group message holding the node the level below produced:
+ *   M = 0x01 || k || sib[0 .. pos) || node || sib[pos .. k-1)      (2 + 32k bytes)
+ * so the compressions form one chain, bound by the latency of a compression.  But the
+ * blocks of M that end at or before byte 2 + 32*pos, where the node starts, hold only the
+ * prefix and older siblings: they do not depend on the chain, and neither does the
+ * chaining value after them.  A `pstep` tracks that prefix per level; its blocks are
+ * compressed as the second half of the chain's compressions (rs_b3_compress2: the core
+ * runs a second, independent compression in the time one serial compression leaves idle),
+ * and the chain itself starts each level at the first block that holds the node.
+ * The prefix blocks read only siblings before `pos`, which are inside the level's sibling
+ * list: nothing outside what the caller (or the proof parser) vouched for is read. */
+
+typedef struct {
+    const uint8_t *sib; /* the k - 1 siblings, contiguous */
+    unsigned k;         /* members of the group, 1..255 (1: the node is lifted) */
+    unsigned pos;       /* the path node's position in it, < k */
+    unsigned nb;        /* blocks of M when it is one chunk (k <= 31), else 0 */
+    unsigned f;         /* leading blocks of M that end before the node (<= nb - 1) */
+    unsigned done;      /* of those, compressed into cv so far */
+    uint32_t cv[8];     /* the chaining value after `done` blocks */
+} pstep;
+
+static void pstep_init(pstep *s, const uint8_t *sib, unsigned k, unsigned pos)
 {
-    size_t la = 2 + (size_t)NODE * ka, lb = 2 + (size_t)NODE * kb;
-    if (ka < 2 || kb < 2 || la > RS_B3_CHUNK_LEN || lb > RS_B3_CHUNK_LEN) {
-        group_hash(ga, ka, outa);
-        group_hash(gb, kb, outb);
-        return;
+    size_t len = 2 + (size_t)NODE * k;
+    s->sib = sib;
+    s->k = k;
+    s->pos = pos;
+    s->nb = k >= 2 && len <= RS_B3_CHUNK_LEN ? (unsigned)rs_b3_blocks(len) : 0;
+    s->f = s->nb ? (unsigned)((2 + (size_t)NODE * pos) / RS_B3_BLOCK_LEN) : 0;
+    s->done = 0;
+    memcpy(s->cv, rs_b3_iv, sizeof s->cv);
+}
+
+/* M (see above) into msg, from the first member that reaches block `from` on, then zeros to
+ * the end of the last block: msg holds 2 + 32k + 64 bytes.  Every copy has a constant size
+ * (inlined moves, no library calls: a chain pays for whatever it waits on). */
+static void msg_from(const pstep *s, const uint8_t *node, unsigned from, uint8_t *msg)
+{
+    unsigned k = s->k, pos = s->pos;
+    msg[0] = 1;
+    msg[1] = (uint8_t)k;
+    /* member j is bytes [2 + 32j, 34 + 32j): the first to reach byte 64*from is 2*from - 1 */
+    unsigned j = from ? 2 * from - 1 : 0;
+    for (; j < pos; j++)
+        memcpy(msg + 2 + (size_t)NODE * j, s->sib + (size_t)NODE * j, NODE);
+    memcpy(msg + 2 + (size_t)NODE * pos, node, NODE);
+    for (j = pos + 1; j < k; j++)
+        memcpy(msg + 2 + (size_t)NODE * j, s->sib + (size_t)NODE * (j - 1), NODE);
+    memset(msg + 2 + (size_t)NODE * k, 0, RS_B3_BLOCK_LEN);
+}
+
+/* Block b < f of M: the prefix and older siblings only (f >= 1 means pos >= 2). */
+static const uint8_t *prefix_block(const pstep *s, unsigned b, uint8_t tmp[RS_B3_BLOCK_LEN])
+{
+    if (b > 0) /* bytes 64b .. 64b+63 are sibling bytes 64b-2 .. 64b+61: in place */
+        return s->sib + (size_t)RS_B3_BLOCK_LEN * b - 2;
+    tmp[0] = 1;
+    tmp[1] = (uint8_t)s->k;
+    memcpy(tmp + 2, s->sib, RS_B3_BLOCK_LEN - 2);
+    return tmp;
+}
+
+/* One compression to run: cv := compress(cv, blk) with counter 0. */
+typedef struct {
+    uint32_t *cv;
+    const uint8_t *blk;
+    uint32_t len, flags;
+} job;
+
+/* One or two jobs: two go through the interleaved compression. */
+static void run(rs_compress_fn c1, rs_compress2_fn c2, const job *x, const job *y)
+{
+    if (y)
+        c2(x->cv, x->blk, x->len, x->flags, y->cv, y->blk, y->len, y->flags);
+    else
+        c1(x->cv, x->blk, x->len, 0, x->flags);
+}
+
+/* s's next prefix block as a job (tmp holds block 0 while the job waits to run). */
+static void prefix_job(pstep *s, uint8_t tmp[RS_B3_BLOCK_LEN], job *j)
+{
+    j->cv = s->cv;
+    j->blk = prefix_block(s, s->done, tmp);
+    j->len = RS_B3_BLOCK_LEN;
+    j->flags = rs_b3_block_flags(s->done, s->nb);
+    s->done++;
+}
+
+/* One path being walked: its steps, and a cursor below which no step has prefix work
+ * left (monotone: a step's prefix only advances). */
+typedef struct {
+    pstep *st;
+    unsigned pc;
+} path;
+
+/* The next prefix block of any level from `from` on of any path, as a job; 0 if none. */
+static int later_prefix(path *paths, unsigned np, unsigned n, unsigned from,
+                        uint8_t tmp[RS_B3_BLOCK_LEN], job *j)
+{
+    for (unsigned q = 0; q < np; q++) {
+        path *w = &paths[q];
+        if (w->pc < from)
+            w->pc = from;
+        while (w->pc < n && w->st[w->pc].done >= w->st[w->pc].f)
+            w->pc++;
+        if (w->pc < n) {
+            prefix_job(&w->st[w->pc], tmp, j);
+            return 1;
+        }
     }
-    uint8_t pa[2] = {1, (uint8_t)ka}, pb[2] = {1, (uint8_t)kb};
-    rs_hash_two(pa, 2, ga, la - 2, outa, pb, 2, gb, lb - 2, outb);
+    return 0;
+}
+
+/* Where one path's current level stands: its message from the node's block on, its
+ * chaining value, the next block. */
+typedef struct {
+    uint8_t msg[RS_B3_CHUNK_LEN + RS_B3_BLOCK_LEN];
+    uint32_t cv[8];
+    unsigned b;
+} tail;
+
+/*
+ * The walk: np (1 or 2) paths of n steps each, walked level by level side by side.  Path
+ * q's node starts as nodes[q] (32 bytes, read first) and ends as its root (written last);
+ * step i hashes its group with the node of step i-1 at position pos.  If trace is given,
+ * trace[i] (i >= 1) receives path np-1's node as it enters step i.
+ *
+ * Every compression of a level waits for the one before it; the jobs that do not (the
+ * prefix blocks, of this level or any later one, and the other path's blocks) ride along
+ * as the second half of an interleaved pair.
+ */
+static void walk_paths(path *paths, unsigned np, unsigned n, uint8_t (*nodes)[NODE],
+                       uint8_t (*trace)[NODE])
+{
+    rs_compress_fn c1 = rs_b3_compress_current();
+    rs_compress2_fn c2 = rs_b3_compress2_current();
+    uint8_t tmp[2][RS_B3_BLOCK_LEN];
+    tail tl[2];
+    for (unsigned i = 0; i < n; i++) {
+        if (trace && i > 0)
+            memcpy(trace[i], nodes[np - 1], NODE);
+        int live[2] = {0, 0};
+        for (unsigned q = 0; q < np; q++) {
+            pstep *s = &paths[q].st[i];
+            if (s->k == 1)
+                continue; /* lifted */
+            if (!s->nb) { /* several chunks (k >= 32): hashed whole */
+                uint8_t msg[2 + NODE * MAX_ARITY + RS_B3_BLOCK_LEN];
+                msg_from(s, nodes[q], 0, msg);
+                rs_blake3(msg, 2 + (size_t)NODE * s->k, nodes[q]);
+                continue;
+            }
+            live[q] = 1;
+        }
+        /* This level's prefixes (each path's blocks in order): two at a time, or one with
+         * a later level's alongside. */
+        for (;;) {
+            job x[2];
+            int nj = 0;
+            for (unsigned q = 0; q < np && nj < 2; q++) {
+                pstep *s = &paths[q].st[i];
+                if (live[q] && s->done < s->f)
+                    prefix_job(s, tmp[nj], &x[nj]), nj++;
+            }
+            if (nj == 0)
+                break;
+            if (nj == 1 && later_prefix(paths, np, n, i + 1, tmp[1], &x[1]))
+                nj = 2;
+            run(c1, c2, &x[0], nj == 2 ? &x[1] : 0);
+        }
+        /* Then each path from its node's block on. */
+        for (unsigned q = 0; q < np; q++) {
+            if (!live[q])
+                continue;
+            pstep *s = &paths[q].st[i];
+            msg_from(s, nodes[q], s->f, tl[q].msg);
+            memcpy(tl[q].cv, s->cv, sizeof tl[q].cv);
+            tl[q].b = s->f;
+        }
+        for (;;) {
+            job x[2];
+            int nj = 0;
+            for (unsigned q = 0; q < np; q++) {
+                pstep *s = &paths[q].st[i];
+                if (!live[q] || tl[q].b >= s->nb)
+                    continue;
+                size_t len = 2 + (size_t)NODE * s->k, off = (size_t)tl[q].b * RS_B3_BLOCK_LEN;
+                x[nj].cv = tl[q].cv;
+                x[nj].blk = tl[q].msg + off;
+                x[nj].len = (uint32_t)(len - off < RS_B3_BLOCK_LEN ? len - off : RS_B3_BLOCK_LEN);
+                x[nj].flags = rs_b3_block_flags(tl[q].b, s->nb);
+                tl[q].b++;
+                nj++;
+            }
+            if (nj == 0)
+                break;
+            if (nj == 1 && later_prefix(paths, np, n, i + 1, tmp[0], &x[1]))
+                nj = 2;
+            run(c1, c2, &x[0], nj == 2 ? &x[1] : 0);
+        }
+        for (unsigned q = 0; q < np; q++)
+            if (live[q])
+                for (int w = 0; w < 8; w++)
+                    rs_store32_le(nodes[q] + 4 * w, tl[q].cv[w]);
+    }
 }
 
 /* ---- level storage -------------------------------------------------------------------- */
@@ -107,13 +304,49 @@ void rs_level_close(rs_level *lvl)
     __atomic_store_n(&lvl->closed, 1u, __ATOMIC_RELEASE);
 }
 
-/* ---- single-leaf append ---------------------------------------------------------------- */
+/* ---- single-leaf append ----------------------------------------------------------------
+ *
+ * The new leaf's path: at every level the node is the last member of its group (position
+ * pos = idx % arity, k = pos + 1 members; pos == 0 is lifted).  The group's older members
+ * g .. idx-1 are final: a level's only node that is ever rewritten is its last one.  So
+ * the leading blocks of the group's message that end before the node (f of them: 0x01,
+ * k and older members only) are the same for every append into this group with this k,
+ * and so is the chaining value after them; on level l that is arity^l appends in a row
+ * (the node from below changes every time, its older siblings do not).
+ *
+ * The cache (rs_appender.cache[level]) keeps that chaining value, keyed by
+ * (level struct, group start g, k, arity): the value is a function of exactly k and the
+ * bytes of members g .. g + 2f - 2, which are final once written, in the storage the
+ * level struct stands for.  Nothing else can make an entry stale but another tree in the
+ * same storage (a recovery, a checkpoint restore, a reopen), which never happens between
+ * two consecutive appends: the writer re-syncs the appender then (Appender.sync ->
+ * rs_appender_reset), and as a second guard the cache empties itself whenever an append's
+ * index is not the one after the previous append (a batch, the Python path or a restore
+ * ran in between).  Misses and levels without an entry hash as the proof walk does: their
+ * prefix blocks ride along the chain (walk_paths).
+ */
 
-int rs_append_one(rs_level *const *levels, unsigned nlevels, unsigned arity, uint64_t index,
-                  const uint8_t *leaf, uint8_t *frontier_out, uint64_t *lengths_out)
+void rs_appender_reset(rs_appender *a)
 {
-    if (arity < 2 || arity > MAX_ARITY || index == UINT64_MAX)
+    for (unsigned i = 0; i < RS_VIEW_LEVELS; i++)
+        a->cache[i].valid = 0;
+    a->next = UINT64_MAX;
+}
+
+/* Sibling bytes one walk of the append holds: any single level fits (254 older members);
+ * deeper paths of large groups are walked in several pieces. */
+#define APPEND_SIBS (16 * 1024)
+
+int rs_append_one(rs_appender *a, uint64_t index, const uint8_t *leaf)
+{
+    if (a == 0)
         return RS_E_ARG;
+    unsigned nlevels = a->nlevels, arity = a->arity;
+    uint8_t *frontier_out = a->frontier;
+    uint64_t *lengths_out = a->lengths;
+    if (arity < 2 || arity > MAX_ARITY || index == UINT64_MAX || nlevels > RS_VIEW_LEVELS)
+        return RS_E_ARG;
+    rs_level *const *levels = a->levels;
     uint64_t L[RS_VIEW_LEVELS];
     unsigned nl = lengths_for(index + 1, arity, L);
     if (nl > nlevels)
@@ -129,30 +362,73 @@ int rs_append_one(rs_level *const *levels, unsigned nlevels, unsigned arity, uin
         if (((L[i] - 1) >> (l->shift - 5)) >= nreg)
             return RS_E_RESERVE;
     }
-    uint8_t buf[NODE * MAX_ARITY];
-    uint8_t node[NODE];
-    memcpy(node, leaf, NODE);
-    int rc = level_write(levels[0], index, 1, node);
+    if (index != a->next)
+        rs_appender_reset(a);
+    a->next = UINT64_MAX; /* until this append has succeeded */
+    int rc = level_write(levels[0], index, 1, leaf);
     if (rc)
         return rc;
-    memcpy(frontier_out, node, NODE);
+    memcpy(frontier_out, leaf, NODE);
+    pstep st[RS_VIEW_LEVELS];
+    uint64_t grp[RS_VIEW_LEVELS];  /* per level: the start of the node's group */
+    uint64_t nidx[RS_VIEW_LEVELS]; /* per level: the path node's index */
+    uint8_t sibs[APPEND_SIBS];
+    uint8_t node[1][NODE];
+    memcpy(node[0], leaf, NODE);
     uint64_t idx = index;
-    for (unsigned lvl = 0; lvl + 1 < nl; lvl++) {
-        unsigned pos = (unsigned)(idx % arity);
-        if (pos) { /* the group's older members, then this node: never lifted */
-            rc = level_read(levels[lvl], idx - pos, pos, buf);
-            if (rc)
+    unsigned first = 0; /* the piece being gathered: levels first .. lvl-1 */
+    size_t used = 0;
+    for (unsigned lvl = 0; lvl + 1 <= nl; lvl++) {
+        unsigned pos = lvl + 1 < nl ? (unsigned)(idx % arity) : 0;
+        size_t need = (size_t)NODE * pos;
+        if (lvl + 1 == nl || used + need > APPEND_SIBS) {
+            /* walk levels first .. lvl-1; trace[i] = frontier of level first + i */
+            path w = {&st[first], 0};
+            walk_paths(&w, 1, lvl - first, node,
+                       (uint8_t(*)[NODE])(void *)(frontier_out + (size_t)first * NODE));
+            memcpy(frontier_out + (size_t)lvl * NODE, node[0], NODE);
+            for (unsigned i = first; i < lvl; i++) {
+                if ((rc = level_write(levels[i + 1], nidx[i + 1], 1,
+                                      frontier_out + (size_t)(i + 1) * NODE)) != 0)
+                    return rc;
+                rs_prefix_cache *c = &a->cache[i];
+                if (st[i].f && !a->no_cache) { /* done == f: cv is the prefix's */
+                    c->level = levels[i];
+                    c->group = grp[i];
+                    c->k = st[i].k;
+                    c->arity = arity;
+                    memcpy(c->cv, st[i].cv, sizeof c->cv);
+                    c->valid = 1;
+                }
+            }
+            if (lvl + 1 == nl)
+                break;
+            first = lvl;
+            used = 0;
+        }
+        uint64_t g = idx - pos;
+        grp[lvl] = g;
+        nidx[lvl + 1] = idx / arity;
+        uint8_t *area = sibs + used;
+        pstep_init(&st[lvl], area, pos + 1, pos);
+        if (pos) {
+            const rs_prefix_cache *c = &a->cache[lvl];
+            unsigned from = 0; /* the first older member to read */
+            if (st[lvl].f && !a->no_cache && c->valid && c->level == levels[lvl] &&
+                c->group == g && c->k == pos + 1 && c->arity == arity) {
+                st[lvl].done = st[lvl].f;
+                memcpy(st[lvl].cv, c->cv, sizeof c->cv);
+                from = 2 * st[lvl].f - 1; /* msg_from reads members from here on */
+            }
+            if ((rc = level_read(levels[lvl], g + from, pos - from,
+                                 area + (size_t)NODE * from)) != 0)
                 return rc;
-            memcpy(buf + (size_t)pos * NODE, node, NODE);
-            group_hash(buf, pos + 1, node);
+            used += need;
         }
         idx /= arity;
-        rc = level_write(levels[lvl + 1], idx, 1, node);
-        if (rc)
-            return rc;
-        memcpy(frontier_out + (size_t)(lvl + 1) * NODE, node, NODE);
     }
     memcpy(lengths_out, L, nl * sizeof(uint64_t));
+    a->next = index + 1;
     return (int)nl;
 }
 
@@ -428,10 +704,10 @@ int rs_parse_proof(const uint8_t *blob, size_t len, unsigned kind)
 static int inclusion_root(unsigned n, uint64_t idx, uint64_t size, const uint8_t *leaf,
                           const uint8_t *body, size_t len, unsigned nlev, uint8_t *out)
 {
-    if (n < 2 || n > MAX_ARITY || idx >= size)
+    if (n < 2 || n > MAX_ARITY || idx >= size || nlev > MAX_PROOF_LEVELS)
         return 0;
-    uint8_t node[NODE];
-    memcpy(node, leaf, NODE);
+    /* Every structural field is checked, for all levels, before anything is hashed. */
+    pstep st[MAX_PROOF_LEVELS];
     uint64_t length = size;
     size_t off = 0;
     for (unsigned i = 0; i < nlev; i++) {
@@ -445,17 +721,20 @@ static int inclusion_root(unsigned n, uint64_t idx, uint64_t size, const uint8_t
             return 0;
         uint64_t g = idx - pos;
         uint64_t members = length - g < n ? length - g : n;
-        if (k != members - 1)
+        if (k != members - 1 || pos > k)
             return 0;
-        if (k)
-            rs_hash_group_with(body + off, k + 1, pos, node, node);
+        pstep_init(&st[i], body + off, k + 1, pos);
         off += (size_t)k * NODE;
         idx /= n;
         length = ceil_div(length, n);
     }
     if (length != 1)
         return 0;
-    memcpy(out, node, NODE);
+    uint8_t node[1][NODE];
+    memcpy(node[0], leaf, NODE);
+    path w = {st, 0};
+    walk_paths(&w, 1, nlev, node, 0);
+    memcpy(out, node[0], NODE);
     return 1;
 }
 
@@ -496,16 +775,23 @@ int rs_verify_proof_bytes(const uint8_t *blob, size_t len, const uint8_t *root, 
 }
 
 /* Walk of a consistency proof from old to new (old < new): both roots and the new tree's
- * boundary-path node of every level (edges[0..nlev)), or 0 if the structure disagrees. */
+ * boundary-path node of every level (edges[0..nlev)), or 0 if the structure disagrees.
+ * Every level's counts are checked before anything is hashed; then both root paths are
+ * walked side by side (walk_paths):
+ *   level 0: old group = shared[0 .. ns), new group = shared ++ added, both contiguous in
+ *            the proof: a "path" whose node is the group's last member;
+ *   level >= 1: old group = shared ++ old edge, new group = shared ++ new edge ++ added,
+ *            the edge at position ns (shared and added are contiguous in the proof). */
 static int consistency_walk(unsigned n, uint64_t old, uint64_t new_, const uint8_t *body,
                             size_t len, unsigned nlev, uint8_t *old_root, uint8_t *new_root,
                             uint8_t (*edges)[NODE])
 {
     uint64_t L[RS_VIEW_LEVELS];
     unsigned nl = lengths_for(new_, n, L);
-    if (nlev != nl - 1)
+    if (nlev != nl - 1 || nlev > MAX_PROOF_LEVELS || nlev == 0)
         return 0;
-    uint8_t old_edge[NODE], new_edge[NODE];
+    pstep st[2][MAX_PROOF_LEVELS];
+    uint8_t nodes[2][NODE];
     uint64_t bnd = old - 1;
     size_t off = 0;
     for (unsigned lvl = 0; lvl < nlev; lvl++) {
@@ -522,29 +808,24 @@ static int consistency_walk(unsigned n, uint64_t old, uint64_t new_, const uint8
         uint64_t members = L[lvl] - g < n ? L[lvl] - g : n;
         if (ns != want_shared || nn != members - pos - 1)
             return 0;
-        if (lvl == 0) {
-            memcpy(new_edge, shared + (size_t)(ns - 1) * NODE, NODE);
+        if (lvl == 0) { /* ns >= 1 here (want_shared = pos + 1) */
+            pstep_init(&st[0][0], shared, ns, ns - 1);
+            pstep_init(&st[1][0], shared, ns + nn, ns + nn - 1);
+            memcpy(nodes[0], shared + (size_t)(ns - 1) * NODE, NODE);
+            memcpy(nodes[1], shared + (size_t)(ns + nn - 1) * NODE, NODE);
             if (edges)
-                memcpy(edges[0], new_edge, NODE);
-            two_groups(shared, ns, old_edge, shared, ns + nn, new_edge);
+                memcpy(edges[0], nodes[0], NODE);
         } else {
-            if (edges)
-                memcpy(edges[lvl], new_edge, NODE);
-            /* old group: shared + old edge; new group: shared + new edge + added */
-            uint8_t ga[NODE * MAX_ARITY], gb[NODE * MAX_ARITY];
-            size_t sb = (size_t)ns * NODE;
-            memcpy(ga, shared, sb);
-            memcpy(ga + sb, old_edge, NODE);
-            memcpy(gb, shared, sb);
-            memcpy(gb + sb, new_edge, NODE);
-            memcpy(gb + sb + NODE, shared + sb, (size_t)nn * NODE);
-            two_groups(ga, ns + 1, old_edge, gb, ns + nn + 1, new_edge);
+            pstep_init(&st[0][lvl], shared, ns + 1, ns);
+            pstep_init(&st[1][lvl], shared, ns + nn + 1, ns);
         }
         off += ((size_t)ns + nn) * NODE;
         bnd /= n;
     }
-    memcpy(old_root, old_edge, NODE);
-    memcpy(new_root, new_edge, NODE);
+    path w[2] = {{st[0], 0}, {st[1], 0}};
+    walk_paths(w, 2, nlev, nodes, edges);
+    memcpy(old_root, nodes[0], NODE);
+    memcpy(new_root, nodes[1], NODE);
     return 1;
 }
 

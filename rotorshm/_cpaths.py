@@ -282,27 +282,45 @@ def consistency_bytes(view: View, old_size: int, new_size: int) -> bytes:
 
 
 class Appender:
-    """The level structs of a TreeCore as one C array, and its output buffers."""
+    """The C single-leaf append state of a TreeCore (an rs_appender: the level structs as
+    one array, and a per-level cache of the right edge's group prefix), and its output
+    buffers. ``c`` is what ``rs_append_one`` takes; the cache is this writer's alone."""
 
     __slots__ = ("c", "count", "keep", "frontier", "lengths", "frontier_buf", "lengths_buf")
 
-    def __init__(self) -> None:
-        self.c = ffi.new("rs_level *[]", VIEW_LEVELS)
+    def __init__(self, arity: int) -> None:
+        self.c = ffi.new("rs_appender *")
+        lib.rs_appender_reset(self.c)
+        self.c.arity = arity
         self.count = 0
         self.keep: list[RegionTable] = []
-        self.frontier = ffi.new("char[]", NODE * VIEW_LEVELS)
-        self.lengths = ffi.new("uint64_t[]", VIEW_LEVELS)
+        # The outputs of both appends (rs_append_one writes them inside the struct).
+        self.frontier = self.c.frontier
+        self.lengths = self.c.lengths
         # Buffers over the outputs, read with FRONTIER[n] / LENGTHS[n].unpack_from.
         self.frontier_buf = ffi.buffer(self.frontier)
         self.lengths_buf = ffi.buffer(self.lengths)
 
-    def sync(self, levels: Sequence[Level]) -> None:
-        """Point at the current region tables of `levels` (after new levels or a reopen)."""
+    def sync(self, levels: Sequence[Level], reset: bool = False) -> None:
+        """Point at the current region tables of `levels` (after new levels or a reopen).
+
+        A level that is not the one it was, or `reset` (the levels now hold another tree,
+        as after a restore), empties the prefix cache: no entry outlives that. The same
+        levels grown by regions keep it (TreeCore.reserve calls this for every batch)."""
         n = min(len(levels), VIEW_LEVELS)
         tables = [levels[i]._ctab for i in range(n)]
-        self.c[0:n] = [t.c for t in tables]
+        keep = self.keep
+        if (not reset and n >= len(keep)
+                and all(t is k for t, k in zip(tables, keep, strict=False))):
+            if n > len(keep):
+                self.c.levels[len(keep):n] = [t.c for t in tables[len(keep):]]
+                self.keep = tables
+                self.count = self.c.nlevels = n
+            return
+        self.c.levels[0:n] = [t.c for t in tables]
+        lib.rs_appender_reset(self.c)
         self.keep = tables
-        self.count = n
+        self.count = self.c.nlevels = n
 
 
 #: Per level count n: the structs that read n frontier nodes / n lengths as one tuple.

@@ -389,9 +389,11 @@ class RotorTree:
             hook(err)
 
     def request_sync(self) -> None:
-        """Ask the flusher to fsync now instead of at the end of its interval."""
+        """Ask the flusher to fsync now instead of at the end of its interval (a client
+        waits for durability: the next batches' syncs start at their WAL writes)."""
         with self._cv:
             self._sync_requested = True
+            self._last_wait = time.monotonic()
             self._cv.notify_all()
 
     def _maybe_checkpoint(self) -> None:

@@ -21,6 +21,8 @@ from .levels import Level, MemoryLevel
 from .snapshot import Snapshot
 
 BytesLike = bytes | bytearray | memoryview
+_State = tuple[int, tuple[int, ...], tuple[bytes, ...]]
+_Packed = tuple[int, int, bytes]
 Leaves = BytesLike | Iterable[BytesLike]
 
 MAX_SIZE = 2**64 - 1
@@ -32,7 +34,6 @@ _append_one = lib.rs_append_one
 _append_many = lib.rs_append_many
 _E_RESERVE = _cpaths.E_RESERVE
 _FRONTIER = _cpaths.FRONTIER
-_LENGTHS = _cpaths.LENGTHS
 
 
 def leaf_bytes(leaf: BytesLike) -> bytes:
@@ -84,7 +85,7 @@ class TreeCore:
     level) so that a snapshot is a copy of two short tuples.
     """
 
-    __slots__ = ("arity", "max_depth", "capacity", "levels", "state", "hash_threads", "_new_level",
+    __slots__ = ("arity", "max_depth", "capacity", "levels", "_st", "hash_threads", "_new_level",
                  "_appender")
 
     def __init__(
@@ -102,14 +103,32 @@ class TreeCore:
         self.levels: list[Level] = []
         # (size, level lengths, frontier), replaced as one object so that a snapshot taken
         # from another thread never mixes the size of one batch with the frontier of another.
-        self.state: tuple[int, tuple[int, ...], tuple[bytes, ...]] = (0, (), ())
+        # A single-leaf append stores it packed instead, (size, level count, the frontier as
+        # one bytes object): building ~10 bytes objects per insert would cost a third of the
+        # append; `state` unpacks it (and derives the lengths from the size) when asked.
+        self._st: _State | _Packed = (0, (), ())
         # The levels as the C single-leaf append sees them (rotorshm._cpaths).
-        self._appender = _cpaths.Appender()
+        self._appender = _cpaths.Appender(arity)
+
+    @property
+    def state(self) -> _State:
+        """(size, level lengths, frontier) of the current tree, one consistent triple."""
+        st = self._st
+        if type(st[1]) is not int:
+            return st  # type: ignore[return-value]
+        size, nl, front = st
+        full = (size, level_lengths(size, self.arity), _FRONTIER[nl].unpack(front))
+        self._st = full  # the same value: a racing thread stores an equal triple
+        return full
+
+    @state.setter
+    def state(self, value: _State) -> None:
+        self._st = value
 
     @property
     def size(self) -> int:
         """Number of leaves."""
-        return self.state[0]
+        return self._st[0]
 
     @property
     def lengths(self) -> tuple[int, ...]:
@@ -124,8 +143,11 @@ class TreeCore:
     @property
     def root(self) -> bytes | None:
         """Root of the current tree, None when empty."""
-        frontier = self.state[2]
-        return frontier[-1] if frontier else None
+        st = self._st
+        if type(st[1]) is int:
+            return st[2][-NODE_SIZE:]
+        frontier = st[2]
+        return frontier[-1] if frontier else None  # type: ignore[return-value]
 
     @property
     def depth(self) -> int:
@@ -167,28 +189,27 @@ class TreeCore:
         lengths = self.reserve(old + count)
         self.apply(old, data, lengths)
 
-    def append_one(self, leaf: bytes) -> None:
-        """Append one validated 32-byte leaf: one C call writes it and rehashes its path."""
-        size = self.state[0]
+    def append_one(self, leaf: bytes) -> bytes:
+        """Append one validated 32-byte leaf: one C call writes it and rehashes its path.
+        Returns the new root."""
+        size = self._st[0]
         if size >= self.capacity:
             self.check_room(1)
         a = self._appender
-        nl = _append_one(a.c, a.count, self.arity, size, leaf, a.frontier, a.lengths)
+        nl = _append_one(a.c, size, leaf)
         if nl < 0:
             if nl != _E_RESERVE:
                 raise TreeClosed(f"the tree's storage is closed (code {nl})")
             lengths = self.reserve(size + 1)  # a new region or level: once per 128 leaves
             if not _native_over(self.levels):  # the first level just created is not in place
                 self._apply_one(size, leaf, lengths)
-                return
-            nl = _append_one(a.c, a.count, self.arity, size, leaf, a.frontier, a.lengths)
+                return self.state[2][-1]
+            nl = _append_one(a.c, size, leaf)
             if nl < 0:  # pragma: no cover - reserve() made the room
                 raise TreeClosed(f"the tree's storage refused the leaf (code {nl})")
-        self.state = (
-            size + 1,
-            _LENGTHS[nl].unpack_from(a.lengths_buf),
-            _FRONTIER[nl].unpack_from(a.frontier_buf),
-        )
+        front: bytes = a.frontier_buf[: NODE_SIZE * nl]
+        self._st = (size + 1, nl, front)
+        return front[-NODE_SIZE:]
 
     def apply(self, old: int, data: bytes, lengths: tuple[int, ...]) -> None:
         """Write leaves at `old` and rehash the right edge; storage is already reserved."""
@@ -200,7 +221,7 @@ class TreeCore:
         if _native_over(levels):
             # One C call writes the leaves and hashes every level (GIL released).
             a = self._appender
-            nl = _append_many(a.c, a.count, n, old, data, len(data) // NODE_SIZE,
+            nl = _append_many(a.c.levels, a.count, n, old, data, len(data) // NODE_SIZE,
                               self.hash_threads, a.frontier, a.lengths)
             if nl != len(lengths):
                 raise TreeClosed(f"the tree's storage refused the batch at leaf {old} (code {nl})")
@@ -235,7 +256,7 @@ class TreeCore:
         of its group, so its parent hashes the group's older members and itself."""
         if _native_over(self.levels):
             a = self._appender
-            nl = _append_one(a.c, a.count, self.arity, index, leaf, a.frontier, a.lengths)
+            nl = _append_one(a.c, index, leaf)
             if nl != len(lengths):
                 raise TreeClosed(f"the tree's storage refused leaf {index} (code {nl})")
             self.state = (index + 1, lengths, _FRONTIER[nl].unpack_from(a.frontier_buf))
@@ -258,6 +279,7 @@ class TreeCore:
     def restore(self, size: int, frontier: tuple[bytes, ...]) -> None:
         """Adopt a state whose nodes are already in storage (after loading a checkpoint)."""
         self.state = (size, self.reserve(size) if size else (), frontier)
+        self._appender.sync(self.levels, reset=True)  # another tree: no cached prefix stays
 
     def snapshot(self) -> Snapshot:
         """A consistent view of the current tree: O(depth), never copies a level."""
@@ -315,10 +337,9 @@ class LeanIMT:
         core = self._core
         if type(leaf) is not bytes or len(leaf) != NODE_SIZE:
             leaf = leaf_bytes(leaf)
-        if _kstate.python or _switch.python:
-            core.append(leaf)
-        else:
-            core.append_one(leaf)
+        if not (_kstate.python or _switch.python):
+            return core.append_one(leaf)
+        core.append(leaf)
         return core.state[2][-1]
 
     def insert_many(self, leaves: Leaves) -> bytes | None:
