@@ -473,21 +473,41 @@ static int edges_at(const rs_view *v, uint64_t size, const uint64_t *L, unsigned
         memcpy(edges, v->frontier, (size_t)nl * NODE);
         return 0;
     }
-    /* size < v->size: node size-1 of level 0 is not the view's last, so it is stored. */
+    /* size < v->size: node size-1 of level 0 is not the view's last, so it is stored.  The
+     * past right edge is the inclusion path of leaf size-1 in the tree of `size`: on every
+     * level the edge is its group's last member, its older members (below the view's last
+     * node of that level) are stored, and the path is walked as a proof is verified
+     * (walk_paths: the blocks of older members alone ride along the chain), in pieces
+     * when large groups' members outgrow the sibling buffer. */
     int rc = level_read(v->levels[0], size - 1, 1, edges[0]);
     if (rc)
         return rc;
-    uint8_t buf[NODE * MAX_ARITY];
-    for (unsigned lvl = 0; lvl + 1 < nl; lvl++) {
-        uint64_t last = L[lvl] - 1;
-        uint64_t g = last - last % n;
-        unsigned k = (unsigned)(last - g) + 1;
-        rc = gather(v, lvl, g, last + 1, L[lvl], edges[lvl], buf);
-        if (rc)
-            return rc;
-        group_hash(buf, k, edges[lvl + 1]);
+    pstep st[RS_VIEW_LEVELS];
+    uint8_t sibs[APPEND_SIBS];
+    uint8_t node[1][NODE];
+    memcpy(node[0], edges[0], NODE);
+    unsigned first = 0; /* the piece being gathered: levels first .. lvl-1 */
+    size_t used = 0;
+    for (unsigned lvl = 0;; lvl++) {
+        unsigned pos = lvl + 1 < nl ? (unsigned)((L[lvl] - 1) % n) : 0;
+        size_t need = (size_t)NODE * pos;
+        if (lvl + 1 == nl || used + need > APPEND_SIBS) {
+            path w = {&st[first], 0};
+            walk_paths(&w, 1, lvl - first, node, edges + first); /* edges[first + i], i >= 1 */
+            memcpy(edges[lvl], node[0], NODE);
+            if (lvl + 1 == nl)
+                return 0;
+            first = lvl;
+            used = 0;
+        }
+        uint8_t *area = sibs + used;
+        pstep_init(&st[lvl], area, pos + 1, pos);
+        if (pos) {
+            if ((rc = level_read(v->levels[lvl], L[lvl] - 1 - pos, pos, area)) != 0)
+                return rc;
+            used += need;
+        }
     }
-    return 0;
 }
 
 static int check_past(const rs_view *v, uint64_t size, const uint64_t *L, unsigned nl)
