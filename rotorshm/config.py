@@ -224,7 +224,8 @@ class RotorTreeConfig:
     verify_checkpoint: bool = True
     name: str | None = None
     progress: ProgressCallback | None = None
-    #: Threads that hash one level of a large batch (>= 4,096 full groups); 1 = no threads.
+    #: Threads that hash a large batch (>= 4,096 groups of leaves), each its own part of the
+    #: lower levels (tree_append.c); 1 = no threads.
     hash_threads: int = 1
 
     def __post_init__(self) -> None:

@@ -298,8 +298,9 @@ class LeanIMT:
     __slots__ = ("_core",)
 
     def __init__(self, arity: int = 4, max_depth: int = 20, hash_threads: int = 1) -> None:
-        """An empty tree; `hash_threads` > 1 hashes the levels of large batches (from 4,096
-        full groups per level) on that many threads, each in C with the GIL released."""
+        """An empty tree; `hash_threads` > 1 hashes large batches (from 4,096 groups of
+        leaves) on that many threads, each its own part of the lower levels, in C with the
+        GIL released."""
         self._core = TreeCore(arity, max_depth, MemoryLevel, hash_threads)
 
     @property
