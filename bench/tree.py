@@ -11,7 +11,8 @@ Measures LeanIMT (no disk, no shared memory):
   time, which a busy shared machine distorts less than wall time);
 * ``insert_many`` of N leaves in 100,000-leaf batches, arity 4, hash_threads 1 and 2 (the
   only measurement not pinned to one core), and the 2-thread speedup;
-* single ``insert`` on top of an N-leaf arity-4 tree (rate, and per-call latency);
+* single ``insert`` into an empty tree (rtbench's workload) and on top of an N-leaf arity-4
+  tree (rate, and per-call latency);
 * at N leaves, arity 4: snapshot, generate_proof, InclusionProof.verify,
   generate_consistency_proof, ConsistencyProof.verify, update_inclusion_proof and the
   to_bytes/from_bytes round trip of both proof kinds (per-call median and p99).
@@ -74,6 +75,7 @@ TARGETS = (
     common.Target("insert_many a=16 buffer", "median", ">=", 40_000_000, "leaves/s"),
     common.Target("hash_threads=2 speedup", "median", ">=", 1.7, "x"),
     common.Target("insert a=4", "median", ">=", 400_000, "inserts/s"),
+    common.Target("insert a=4 from empty", "median", ">=", 400_000, "inserts/s"),
     common.Target("snapshot", "median", "<=", 5_000, "ns"),
     common.Target("generate_proof", "median", "<=", 3_000, "ns"),
     common.Target("proof_bytes", "median", "<=", 1_500, "ns"),
@@ -301,8 +303,19 @@ def bench_insert(
     clock = time.perf_counter_ns
     runs = []
     ref_runs = []
+    empty_runs = []
     for r in range(p.runs):
         step(f"insert run {r + 1}/{p.runs}")
+        # rotortree's own single-insert workload (rtbench): the same leaves into an empty tree
+        fresh = LeanIMT(4, max_depth_for(p.inserts, 4))
+        ins = fresh.insert
+        with common.frozen_heap():
+            t0 = clock()
+            for leaf in leaves:
+                ins(leaf)
+            total = clock() - t0
+        empty_runs.append(common.rate(p.inserts, total / 1e9))
+        del fresh, ins
         tree = build_tree(data, 4, extra=p.inserts)
         ins = tree.insert
         with common.frozen_heap():
@@ -328,6 +341,16 @@ def bench_insert(
         "inserts": max(p.inserts // 10, 1),
         "summary": common.summarize(ref_runs),
         "samples": ref_runs,
+    }
+    results["insert a=4 from empty"] = {
+        "kind": "throughput",
+        "unit": "inserts/s",
+        "arity": 4,
+        "prefill": 0,
+        "inserts": p.inserts,
+        "summary": common.summarize(empty_runs),
+        "samples": empty_runs,
+        "what": "tree.insert(leaf) of the inserts into an empty tree (rtbench's workload)",
     }
     results["insert a=4"] = {
         "kind": "throughput",
