@@ -70,6 +70,8 @@ from .levels import SHARD_BYTES, shard_name
 from .offline import disk_usage, inspect_tree
 from .progress import PROGRESS_MIN, PhaseProgress, progress_bar
 from .proof import FORMAT_VERSION, ConsistencyProof, InclusionProof
+from .tlog_cli import add_commands as add_tlog_commands
+from .tlog_cli import emit_proof
 
 LEAF_BATCH = 10_000
 EXIT_OK = 0
@@ -462,14 +464,6 @@ def _cmd_insert(args: argparse.Namespace) -> int:
 
 # -- proof, consistency -----------------------------------------------------------------------
 
-def _emit_proof(args: argparse.Namespace, binary: bytes, text: str) -> None:
-    if args.output is not None:
-        with open(args.output, "wb") as f:
-            f.write(text.encode() + b"\n" if args.json else binary)
-    else:
-        print(text if args.json else binary.hex())
-
-
 def _warn_if_gone(alive: bool, name: str) -> None:
     if not alive:
         print(f"rotorshm: warning: the writer of {name!r} is not alive; proving against its "
@@ -497,7 +491,7 @@ def _cmd_proof(args: argparse.Namespace) -> int:
         snap = reader.snapshot()
         proof = snap.generate_proof(args.index, args.size)
         _warn_if_gone(reader.writer_alive, reader.name)
-    _emit_proof(args, proof.to_bytes(), proof.to_json())
+    emit_proof(args, proof.to_bytes(), proof.to_json())
     return EXIT_OK
 
 
@@ -510,7 +504,7 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
             raise IndexOutOfRange("the published tree is empty")
         proof = snap.generate_consistency_proof(args.old_size, args.size)
         _warn_if_gone(reader.writer_alive, reader.name)
-    _emit_proof(args, proof.to_bytes(), proof.to_json())
+    emit_proof(args, proof.to_bytes(), proof.to_json())
     return EXIT_OK
 
 
@@ -1274,9 +1268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-sign the checkpoint at most this often (default 1)")
     p.set_defaults(func=_cmd_http)
 
-    from .tlog_cli import add_commands  # keygen, tiles export, remote proof|watch
 
-    add_commands(sub, _count, _index)
+    add_tlog_commands(sub, _count, _index)  # keygen, tiles export, remote proof|watch
 
     p = sub.add_parser("demo", help="writer daemon + client + reader processes, end to end")
     p.add_argument("--leaves", type=_count, default=1_000_000,

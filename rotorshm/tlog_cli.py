@@ -16,9 +16,20 @@ from typing import Any
 
 
 def _usage(message: str) -> Exception:
-    from .cli import UsageError
+    """Bad input from the user: the command line reports it with exit code 2."""
+    from .errors import InvalidArgument
 
-    return UsageError(message)
+    return InvalidArgument(message)
+
+
+def emit_proof(args: argparse.Namespace, binary: bytes, text: str) -> None:
+    """Write a proof where the command line asked: `--output` (binary, or JSON with
+    `--json`) or standard output (hex, or JSON)."""
+    if args.output is not None:
+        with open(args.output, "wb") as f:
+            f.write(text.encode() + b"\n" if args.json else binary)
+    else:
+        print(text if args.json else binary.hex())
 
 
 def _read_text(path: str, what: str) -> str:
@@ -106,14 +117,13 @@ def _remote(args: argparse.Namespace) -> Any:
 
 
 def _cmd_remote_proof(args: argparse.Namespace) -> int:
-    from .cli import _emit_proof
 
     with _remote(args) as tree:
         size, root = tree.checkpoint()
         proof = tree.generate_proof(args.index)
         print(f"rotorshm: verified against the signed checkpoint of {size} leaves, root "
               f"{root.hex()} ({tree.stats.requests} requests)", file=sys.stderr)
-    _emit_proof(args, proof.to_bytes(), proof.to_json())
+    emit_proof(args, proof.to_bytes(), proof.to_json())
     return 0
 
 
