@@ -48,6 +48,8 @@ _tuple_new = tuple.__new__
 _native_over = _cpaths.native_over
 _inclusion_bytes = _cpaths.inclusion_bytes
 _consistency_bytes = _cpaths.consistency_bytes
+_kstate = _cpaths._kstate
+_switch = _cpaths._switch
 
 
 def as_index(value: object, what: str) -> int:
@@ -198,6 +200,12 @@ class Snapshot:
         Byte-identical to ``generate_proof(index, size).to_bytes()``; gathered in one C
         call straight from the level storage: what a server sends.
         """
+        view = self._view
+        if (view is not None and size is None and type(index) is int
+                and 0 <= index < self.size and not (_kstate.python or _switch.python)):
+            # The server's hot path, checks inlined: a C view exists only over levels C may
+            # read (in place), so this is what the general path below would do.
+            return _inclusion_bytes(view, index, self.size)
         index, size = self._inclusion_args(index, size)
         if not _native_over(self._levels):
             return self._proof_py(index, size).to_bytes()  # checks the epoch itself
