@@ -300,39 +300,32 @@ def bench_insert(
     rng = random.Random(p.seed + 1)
     blob = rng.randbytes(p.inserts * LEAF)
     leaves = [blob[i : i + LEAF] for i in range(0, len(blob), LEAF)]
-    clock = time.perf_counter_ns
     runs = []
     ref_runs = []
     empty_runs = []
+
+    def timed(tree: LeanIMT, items: Sequence[bytes]) -> float:
+        """Seconds for tree.insert of every item, one call each, heap frozen."""
+        ins = tree.insert
+        with common.frozen_heap():
+            t0 = time.perf_counter_ns()
+            for leaf in items:
+                ins(leaf)
+            return (time.perf_counter_ns() - t0) / 1e9
+
     for r in range(p.runs):
         step(f"insert run {r + 1}/{p.runs}")
         # rotortree's own single-insert workload (rtbench): the same leaves into an empty tree
-        fresh = LeanIMT(4, max_depth_for(p.inserts, 4))
-        ins = fresh.insert
-        with common.frozen_heap():
-            t0 = clock()
-            for leaf in leaves:
-                ins(leaf)
-            total = clock() - t0
-        empty_runs.append(common.rate(p.inserts, total / 1e9))
-        del fresh, ins
+        seconds = timed(LeanIMT(4, max_depth_for(p.inserts, 4)), leaves)
+        empty_runs.append(common.rate(p.inserts, seconds))
         tree = build_tree(data, 4, extra=p.inserts)
-        ins = tree.insert
-        with common.frozen_heap():
-            t0 = clock()
-            for leaf in leaves:
-                ins(leaf)
-            total = clock() - t0
-        runs.append({"seconds": total / 1e9, "inserts_per_s": common.rate(p.inserts, total / 1e9)})
+        seconds = timed(tree, leaves)
+        runs.append({"seconds": seconds, "inserts_per_s": common.rate(p.inserts, seconds)})
         # the same on the Python reference path (the "before"), a tenth of the leaves
         few = leaves[: max(len(leaves) // 10, 1)]
-        with _cpaths.python_paths(), common.frozen_heap():
-            t0 = clock()
-            for leaf in few:
-                ins(leaf)
-            total = clock() - t0
-        ref_runs.append(common.rate(len(few), total / 1e9))
-        del tree, ins
+        with _cpaths.python_paths():
+            ref_runs.append(common.rate(len(few), timed(tree, few)))
+        del tree
     results["insert a=4 [python reference]"] = {
         "kind": "throughput",
         "unit": "inserts/s",
