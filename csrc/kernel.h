@@ -181,6 +181,18 @@ static inline void rs_store32_le(uint8_t *p, uint32_t w)
     p[3] = (uint8_t)(w >> 24);
 }
 
+/* Little-endian u64 loads and stores (the proof encoding, the WAL header), any alignment. */
+static inline uint64_t rs_load64_le(const uint8_t *p)
+{
+    return (uint64_t)rs_load32_le(p) | ((uint64_t)rs_load32_le(p + 4) << 32);
+}
+
+static inline void rs_store64_le(uint8_t *p, uint64_t v)
+{
+    rs_store32_le(p, (uint32_t)v);
+    rs_store32_le(p + 4, (uint32_t)(v >> 32));
+}
+
 /* Flags of block b out of nblocks of a one-chunk root message. */
 static inline uint32_t rs_b3_block_flags(size_t b, size_t nblocks)
 {

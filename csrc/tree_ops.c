@@ -43,20 +43,6 @@
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
-static inline void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static inline uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 static inline uint64_t ceil_div(uint64_t a, uint64_t n)
 {
     return a / n + (a % n != 0);
@@ -526,8 +512,8 @@ static void put_head(uint8_t *out, uint8_t kind, unsigned arity, uint64_t a, uin
     out[0] = VERSION;
     out[1] = kind;
     out[2] = (uint8_t)arity;
-    put_u64(out + 3, a);
-    put_u64(out + 11, b);
+    rs_store64_le(out + 3, a);
+    rs_store64_le(out + 11, b);
     memcpy(out + 19, h1, NODE);
     memcpy(out + 51, h2, NODE);
     out[83] = (uint8_t)nlev;
@@ -788,9 +774,9 @@ int rs_verify_proof_bytes(const uint8_t *blob, size_t len, const uint8_t *root, 
     int why = rs_parse_proof(blob, len, KIND_INCLUSION);
     if (why)
         return -why;
-    if (get_u64(blob + 11) != size || memcmp(blob + 19, root, NODE) != 0)
+    if (rs_load64_le(blob + 11) != size || memcmp(blob + 19, root, NODE) != 0)
         return 0;
-    return rs_verify_inclusion(blob[2], get_u64(blob + 3), size, blob + 19, blob + 51, blob,
+    return rs_verify_inclusion(blob[2], rs_load64_le(blob + 3), size, blob + 19, blob + 51, blob,
                                len, blob[83]);
 }
 

@@ -14,29 +14,12 @@
  */
 #include <string.h>
 
+#include "kernel.h"
 #include "rotorshm_native.h"
 
 #define WAL_HEADER 16u
 #define WAL_CONTINUED 0x80000000u
 #define MAX_RANGES 8
-
-static inline uint64_t load_u64_le(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
-static inline uint32_t load_u32_le(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap32(v);
-#endif
-    return v;
-}
 
 /* -- CRC32C (Castagnoli, reflected 0x82F63B78, init and final xor 0xFFFFFFFF) -------- */
 
@@ -104,7 +87,7 @@ int64_t rs_wal_find_record(const uint8_t *buf, size_t len, size_t from, const ui
     }
     const size_t last = len - WAL_HEADER;
     for (size_t start = from; start <= last; start++) {
-        const uint64_t seq = load_u64_le(buf + start + 8);
+        const uint64_t seq = rs_load64_le(buf + start + 8);
         /* branch-free test of the (padded) ranges: lo <= seq <= hi, unsigned */
         int hit = (seq - rlo[0] <= rwidth[0]) | (seq - rlo[1] <= rwidth[1]);
         if (nranges > 2)
@@ -112,11 +95,11 @@ int64_t rs_wal_find_record(const uint8_t *buf, size_t len, size_t from, const ui
                 hit |= seq - rlo[r] <= rwidth[r];
         if (__builtin_expect(!hit, 1))
             continue;
-        const uint64_t length = load_u32_le(buf + start + 4) & ~WAL_CONTINUED;
+        const uint64_t length = rs_load32_le(buf + start + 4) & ~WAL_CONTINUED;
         if (length > max_payload || length > len - start - WAL_HEADER)
             continue;
         if (rs_crc32c(buf + start + 4, WAL_HEADER - 4 + (size_t)length) ==
-            load_u32_le(buf + start))
+            rs_load32_le(buf + start))
             return (int64_t)start;
     }
     return -1;
