@@ -76,6 +76,20 @@ def tree_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
+def started() -> Iterator[list]:
+    """Writer daemons (daemon_util.Daemon) a test starts: killed, and their segments
+    removed, at teardown."""
+    from daemon_util import unlink_segments
+
+    daemons: list = []
+    yield daemons
+    for d in daemons:
+        d.kill()
+    for name in {d.name for d in daemons}:
+        unlink_segments(name)
+
+
+@pytest.fixture
 def tree_segments():
     """segments_of(path): the /dev/shm entries of the tree in `path` (for assertions)."""
     return segments_of

@@ -12,7 +12,6 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,38 +44,33 @@ from rotorshm import (
 from rotorshm import shm as shm_mod
 from rotorshm.hashing import level_lengths
 
-
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[Daemon]]:
-    """Daemons a test starts; killed (and their segments removed) at teardown."""
-    daemons: list[Daemon] = []
-    yield daemons
-    for d in daemons:
-        d.kill()
-    for name in {d.name for d in daemons}:
-        unlink_segments(name)
-
-
 # -- 1. a poisoned daemon fails every waiter and every later insert -------------------------------
+
+
+def _serve_in_child(cfg: RotorTreeConfig, name: str, stop: Any) -> bool:
+    """Run a WriterDaemon in this child until `stop` is set (or TIMEOUT * 4 passes);
+    True if it stopped because its store was poisoned."""
+    from rotorshm.writer import WriterDaemon
+
+    daemon = WriterDaemon(cfg, name=name)
+    daemon.start()
+    threading.Thread(target=lambda: (stop.wait(TIMEOUT * 4), daemon.stop()),
+                     daemon=True).start()
+    try:
+        daemon.serve_forever()
+    except StorePoisoned:
+        return True
+    return False
 
 
 def _faulty_daemon(directory: str, name: str, stop: Any) -> str:
     """A WriterDaemon whose first flusher fdatasync of wal.log fails (EIO)."""
     from rotorshm import durable_io
-    from rotorshm.writer import WriterDaemon
 
     cfg = RotorTreeConfig(directory, arity=4, flush_policy=FlushPolicy.interval(3600))
     # fdatasync #1 of wal.log is recovery's (at open); #2 is the first group commit.
     with durable_io.inject("fdatasync", 2, errno.EIO, path_contains="wal.log"):
-        daemon = WriterDaemon(cfg, name=name)
-        daemon.start()
-        threading.Thread(target=lambda: (stop.wait(TIMEOUT * 4), daemon.stop()),
-                         daemon=True).start()
-        try:
-            daemon.serve_forever()
-        except StorePoisoned:
-            return "poisoned"
-    return "clean"
+        return "poisoned" if _serve_in_child(cfg, name, stop) else "clean"
 
 
 def _poisoned_client(directory: str) -> dict[str, Any]:
@@ -148,7 +142,6 @@ def _daemon_with_fault(directory: str, name: str, stop: Any, site: str, nth: int
                        pin: int | None, ckpt: str) -> str:
     """A WriterDaemon (in this child) whose Nth call at `site` fails with `err`."""
     from rotorshm import CheckpointPolicy, durable_io
-    from rotorshm.writer import WriterDaemon
 
     policy = (CheckpointPolicy.manual() if ckpt == "manual"
               else CheckpointPolicy.every_n_entries(int(ckpt.split(":")[1])))
@@ -156,15 +149,8 @@ def _daemon_with_fault(directory: str, name: str, stop: Any, site: str, nth: int
     cfg = RotorTreeConfig(directory, arity=4, flush_policy=FlushPolicy.interval(3600),
                           checkpoint_policy=policy, tiering=tiering)
     with durable_io.inject(site=site, nth=nth, errno=err) as layer:
-        daemon = WriterDaemon(cfg, name=name)
-        daemon.start()
-        threading.Thread(target=lambda: (stop.wait(TIMEOUT * 4), daemon.stop()),
-                         daemon=True).start()
-        try:
-            daemon.serve_forever()
-        except StorePoisoned:
-            return f"poisoned fired={layer.fired}"
-    return f"clean fired={layer.fired}"
+        poisoned = _serve_in_child(cfg, name, stop)
+    return f"{'poisoned' if poisoned else 'clean'} fired={layer.fired}"
 
 
 # (site, nth, errno, pin_above_level, checkpoint policy, what the client must see)

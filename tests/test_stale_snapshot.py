@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_util import Daemon, leaf_range, start_daemon, unique_name, unlink_segments
+from daemon_util import Daemon, leaf_range, start_daemon, unique_name
 
 import rotorshm
 from rotorshm import _cpaths, shm, wal
@@ -31,17 +30,6 @@ from rotorshm import _cpaths, shm, wal
 ARITY = 4
 DURABLE = 1000  # leaves made durable by the first writer
 PUBLISHED = 1600  # leaves it published before it was killed
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    """Daemons a test starts; killed (and their segments removed) at teardown."""
-    daemons: list[Daemon] = []
-    yield daemons
-    for d in daemons:
-        d.kill()
-    for name in {d.name for d in daemons}:
-        unlink_segments(name)
 
 
 def other_leaves(start: int, stop: int) -> bytes:
