@@ -700,6 +700,14 @@ def render_plots(payload: Mapping[str, Any], out_dir: Path, plot_errors_fatal: b
     return pngs
 
 
+def result_payload(*, benchmark: str, machine: Mapping[str, Any],
+                   parameters: Mapping[str, Any], results: Mapping[str, Any],
+                   targets: Any, plots: Any, runtime_s: float) -> dict[str, Any]:
+    """A scenario's result file, in the shape bench/schema.py checks (schema 1)."""
+    return {"benchmark": benchmark, "schema": 1, "machine": machine, "parameters": parameters,
+            "results": results, "targets": targets, "plots": plots, "runtime_s": runtime_s}
+
+
 def write_results(payload: Mapping[str, Any], out_dir: Path, plot_errors_fatal: bool = True
                   ) -> Path:
     """Write `<out_dir>/<benchmark>.json`, then draw its plots; return the JSON path."""

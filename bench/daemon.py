@@ -578,11 +578,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"daemon CPU seconds per run (mean): {cpu_note}")
     print(f"during the measurements, {cont.describe()}")
     print(f"runtime {elapsed:.1f} s")
-    payload: dict[str, Any] = {
-        "benchmark": SCENARIO,
-        "schema": 1,
-        "machine": machine,
-        "parameters": {
+    payload = common.result_payload(
+        benchmark=SCENARIO,
+        machine=machine,
+        parameters={
             "arity": ARITY,
             "leaves": p.leaves,
             "batch": p.batch,
@@ -601,11 +600,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       "parent's start event to the last client's last acknowledgement "
                       "(after wait_durable when durable); processes not pinned",
         },
-        "results": results,
-        "targets": verdicts,
-        "plots": plots(p, results),
-        "runtime_s": elapsed,
-    }
+        results=results,
+        targets=verdicts,
+        plots=plots(p, results),
+        runtime_s=elapsed,
+    )
     common.write_results(payload, out)
     return payload
 

@@ -697,11 +697,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
           + ", ".join(f"{k} {common.fmt_pct(v['others_busy'])} ({v['loadavg_1_after']:.2f})"
                       for k, v in phases.items()))
     print(f"runtime {elapsed:.1f} s")
-    payload: dict[str, Any] = {
-        "benchmark": SCENARIO,
-        "schema": 1,
-        "machine": machine,
-        "parameters": {
+    payload = common.result_payload(
+        benchmark=SCENARIO,
+        machine=machine,
+        parameters={
             "arity": ARITY,
             "max_depth": MAX_DEPTH,
             "leaves": p.leaves,
@@ -728,11 +727,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       "pinned to one CPU, perf_counter_ns around each call, nothing "
                       "subtracted, gc enabled with the heap frozen, interleaved rounds",
         },
-        "results": results,
-        "targets": verdicts,
-        "plots": plots(p, results),
-        "runtime_s": elapsed,
-    }
+        results=results,
+        targets=verdicts,
+        plots=plots(p, results),
+        runtime_s=elapsed,
+    )
     common.write_results(payload, out)
     return payload
 

@@ -552,11 +552,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
          "xlabel": "percentile", "ylabel": "latency (µs)", "xscale": "linear", "yscale": "log",
          "kind": "line", "series": curves},
     ]
-    payload: dict[str, Any] = {
-        "benchmark": "http",
-        "schema": 1,
-        "machine": machine,
-        "parameters": {
+    payload = common.result_payload(
+        benchmark="http",
+        machine=machine,
+        parameters={
             "arity": ARITY, "leaves": p.leaves, "duration_s": p.duration, "runs": p.runs,
             "connections": p.connections, "workers": list(p.workers), "loadgen": p.loadgen,
             "server": "granian (rotorshm http)", "ingest_batch": INGEST_BATCH,
@@ -564,11 +563,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "verify_requests": p.verify, "quick": p.quick, "seed": p.seed,
             "leftover_segments": leftovers, **info,
         },
-        "results": results,
-        "targets": verdicts,
-        "plots": plots,
-        "runtime_s": elapsed,
-    }
+        results=results,
+        targets=verdicts,
+        plots=plots,
+        runtime_s=elapsed,
+    )
     common.write_results(payload, args.out, plot_errors_fatal=False)
     return payload
 

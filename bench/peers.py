@@ -762,11 +762,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"skipped {e}: {why.strip().splitlines()[-1]}")
     print(f"runtime {elapsed:.1f} s")
 
-    payload: dict[str, Any] = {
-        "benchmark": "peers",
-        "schema": 1,
-        "machine": {**machine, "pymerkle": pm_version or "not installed"},
-        "parameters": {
+    payload = common.result_payload(
+        benchmark="peers",
+        machine={**machine, "pymerkle": pm_version or "not installed"},
+        parameters={
             "arity": ARITY,
             "leaves": p.leaves,
             "leaves_reached": {e: got[e]["leaves"] for e in got},
@@ -795,11 +794,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       "call on random indices with perf_counter_ns, nothing subtracted, gc "
                       "enabled, heap frozen during timed loops; p99 by linear interpolation",
         },
-        "results": results,
-        "targets": verdicts,
-        "plots": make_plots(p, results),
-        "runtime_s": elapsed,
-    }
+        results=results,
+        targets=verdicts,
+        plots=make_plots(p, results),
+        runtime_s=elapsed,
+    )
     common.write_results(payload, args.out, plot_errors_fatal=False)
     return payload
 

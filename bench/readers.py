@@ -1015,11 +1015,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     leftovers = info.get("leftover_segments", [])
     print(f"leftover /dev/shm segments: {leftovers or 'none'}; runtime {elapsed:.1f} s")
 
-    payload: dict[str, Any] = {
-        "benchmark": "readers",
-        "schema": 1,
-        "machine": machine,
-        "parameters": {
+    payload = common.result_payload(
+        benchmark="readers",
+        machine=machine,
+        parameters={
             "arity": ARITY,
             "max_depth": MAX_DEPTH,
             "leaves": p.leaves,
@@ -1048,11 +1047,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       "interpolation",
             **info,
         },
-        "results": results,
-        "targets": verdicts,
-        "plots": make_plots(p, results),
-        "runtime_s": elapsed,
-    }
+        results=results,
+        targets=verdicts,
+        plots=make_plots(p, results),
+        runtime_s=elapsed,
+    )
     common.write_results(payload, args.out, plot_errors_fatal=False)
     return payload
 

@@ -495,17 +495,16 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
          "series": series("real", lambda pt: pt["disk_real"] / 1e9)
          + series("apparent", lambda pt: pt["disk_apparent"] / 1e9)},
     ]
-    payload: dict[str, Any] = {
-        "benchmark": SCENARIO,
-        "schema": 1,
-        "machine": machine,
-        "parameters": {"arity": ARITY, "quick": args.quick, "seed": args.seed, **p,
-                       "build_s": {t: r["build_s"] for t, r in runs.items()}},
-        "results": results,
-        "targets": verdicts,
-        "plots": plots,
-        "runtime_s": elapsed,
-    }
+    payload = common.result_payload(
+        benchmark=SCENARIO,
+        machine=machine,
+        parameters={"arity": ARITY, "quick": args.quick, "seed": args.seed, **p,
+                    "build_s": {t: r["build_s"] for t, r in runs.items()}},
+        results=results,
+        targets=verdicts,
+        plots=plots,
+        runtime_s=elapsed,
+    )
     common.write_results(payload, args.out, plot_errors_fatal=False)
     return payload
 

@@ -245,17 +245,16 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
          "series": [{"label": "MiB", "x": [k.removeprefix("bytes for ") for k in bytes_keys],
                      "y": [results[k]["summary"]["median"] / 2**20 for k in bytes_keys]}]},
     ]
-    payload: dict[str, Any] = {
-        "benchmark": SCENARIO,
-        "schema": 1,
-        "machine": machine,
-        "parameters": {"arity": ARITY, "quick": args.quick, "seed": args.seed, "grow": GROW,
-                       **p},
-        "results": results,
-        "targets": verdicts,
-        "plots": plots,
-        "runtime_s": elapsed,
-    }
+    payload = common.result_payload(
+        benchmark=SCENARIO,
+        machine=machine,
+        parameters={"arity": ARITY, "quick": args.quick, "seed": args.seed, "grow": GROW,
+                    **p},
+        results=results,
+        targets=verdicts,
+        plots=plots,
+        runtime_s=elapsed,
+    )
     common.write_results(payload, args.out, plot_errors_fatal=False)
     return payload
 

@@ -601,11 +601,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "loadavg_1_5_15_before": load_before,
         "loadavg_1_5_15_after": load_after,
     }
-    payload: dict[str, Any] = {
-        "benchmark": "tree",
-        "schema": 1,
-        "machine": machine,
-        "parameters": {
+    payload = common.result_payload(
+        benchmark="tree",
+        machine=machine,
+        parameters={
             "leaves": p.leaves,
             "batch": p.batch,
             "arities": list(ARITIES),
@@ -623,11 +622,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       "interleaved rounds (samples in round order); p99 by linear "
                       "interpolation",
         },
-        "results": results,
-        "targets": common.evaluate_targets(results, TARGETS),
-        "plots": build_plots(p, results),
-        "runtime_s": time.perf_counter() - started,
-    }
+        results=results,
+        targets=common.evaluate_targets(results, TARGETS),
+        plots=build_plots(p, results),
+        runtime_s=time.perf_counter() - started,
+    )
     print(report.format_tables(payload))
     print(f"N={p.leaves:,} leaves, batches of {p.batch:,}, 1 core (cpu {cpu}); latencies are "
           "per call, timer included, nothing subtracted; targets are informational")
