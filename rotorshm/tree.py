@@ -116,14 +116,10 @@ class TreeCore:
         st = self._st
         if type(st[1]) is not int:
             return st  # type: ignore[return-value]
+        # Not stored back: a writer may have moved on since `st` was read, and storing
+        # would put the older state over the newer one.
         size, nl, front = st
-        full = (size, level_lengths(size, self.arity), _FRONTIER[nl].unpack(front))
-        self._st = full  # the same value: a racing thread stores an equal triple
-        return full
-
-    @state.setter
-    def state(self, value: _State) -> None:
-        self._st = value
+        return (size, level_lengths(size, self.arity), _FRONTIER[nl].unpack(front))
 
     @property
     def size(self) -> int:
@@ -225,7 +221,7 @@ class TreeCore:
                               self.hash_threads, a.frontier, a.lengths)
             if nl != len(lengths):
                 raise TreeClosed(f"the tree's storage refused the batch at leaf {old} (code {nl})")
-            self.state = (old + len(data) // NODE_SIZE, lengths,
+            self._st = (old + len(data) // NODE_SIZE, lengths,
                           _FRONTIER[nl].unpack_from(a.frontier_buf))
             return
         levels[0].write(old, data)
@@ -249,7 +245,7 @@ class TreeCore:
                 out = hash_groups(levels[lvl].read(g0, count), count, n, threads)
                 levels[lvl + 1].write(lo, out)
                 frontier.append(out[-NODE_SIZE:])
-        self.state = (old + len(data) // NODE_SIZE, lengths, tuple(frontier))
+        self._st = (old + len(data) // NODE_SIZE, lengths, tuple(frontier))
 
     def _apply_one(self, index: int, leaf: bytes, lengths: tuple[int, ...]) -> None:
         """The same rehash for a single new leaf: one dirty node per level, always the last
@@ -259,7 +255,7 @@ class TreeCore:
             nl = _append_one(a.c, index, leaf)
             if nl != len(lengths):
                 raise TreeClosed(f"the tree's storage refused leaf {index} (code {nl})")
-            self.state = (index + 1, lengths, _FRONTIER[nl].unpack_from(a.frontier_buf))
+            self._st = (index + 1, lengths, _FRONTIER[nl].unpack_from(a.frontier_buf))
             return
         n = self.arity
         levels = self.levels
@@ -274,11 +270,11 @@ class TreeCore:
             idx //= n
             levels[lvl + 1].write(idx, node)
             frontier.append(node)
-        self.state = (index + 1, lengths, tuple(frontier))
+        self._st = (index + 1, lengths, tuple(frontier))
 
     def restore(self, size: int, frontier: tuple[bytes, ...]) -> None:
         """Adopt a state whose nodes are already in storage (after loading a checkpoint)."""
-        self.state = (size, self.reserve(size) if size else (), frontier)
+        self._st = (size, self.reserve(size) if size else (), frontier)
         self._appender.sync(self.levels, reset=True)  # another tree: no cached prefix stays
 
     def snapshot(self) -> Snapshot:

@@ -33,6 +33,7 @@ from rotorshm import (
     kernel,
     verify_proof_bytes,
 )
+from rotorshm import tree as tree_mod
 from rotorshm.levels import Level, MemoryLevel
 from rotorshm.tree import TreeCore
 
@@ -423,3 +424,27 @@ def test_copy_and_pickle_of_lazy_proofs() -> None:
         for clone in (copy.copy(obj), copy.deepcopy(obj), pickle.loads(pickle.dumps(obj))):
             assert clone == obj and clone.verify()
             assert clone.to_bytes() == obj.to_bytes()
+
+
+def test_unpacking_the_state_never_sets_it_back(kern: str, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    """Single inserts keep the state packed; a snapshot unpacks it. If the writer moves on
+    while a snapshot (in another thread) is unpacking, the newer state must stay: here the
+    writer's insert runs inside the unpacking, deterministically."""
+    items = [leaf(i) for i in range(3)]
+    tree = LeanIMT(arity=4, max_depth=20)
+    tree.insert(items[0])
+    tree.insert(items[1])
+    real = tree_mod.level_lengths
+
+    def writer_moves_on(size: int, arity: int) -> tuple[int, ...]:
+        monkeypatch.setattr(tree_mod, "level_lengths", real)
+        tree.insert(items[2])
+        return real(size, arity)
+
+    monkeypatch.setattr(tree_mod, "level_lengths", writer_moves_on)
+    snap = tree.snapshot()
+    assert snap.size == 2 and snap.root == ref_root(items[:2], 4)
+    assert tree.size == 3 and tree.root == ref_root(items, 4)
+    tree.insert(leaf(3))
+    assert tree.root == ref_root([*items, leaf(3)], 4)
