@@ -108,19 +108,10 @@ void rs_b3_compress2(uint32_t cva[8], const uint8_t blka[RS_B3_BLOCK_LEN], uint3
                      uint32_t flagsa, uint32_t cvb[8], const uint8_t blkb[RS_B3_BLOCK_LEN],
                      uint32_t lenb, uint32_t flagsb);
 
-/* The same for two messages at once, interleaved (a consistency proof's two root chains);
- * outputs must not overlap the inputs (kernel_sse41.c, kernel_dispatch.c). */
-void rs_hash_two(const uint8_t *pa, size_t pa_len, const uint8_t *ma, size_t ma_len,
-                 uint8_t *outa, const uint8_t *pb, size_t pb_len, const uint8_t *mb,
-                 size_t mb_len, uint8_t *outb);
-
 /* One compression of the portable path (used by the multi-chunk hash too). */
 void rs_b3_compress(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN], uint32_t block_len,
                     uint64_t counter, uint32_t flags);
 #if RS_X86
-void rs_hash_two_sse41(const uint8_t *pa, size_t pa_len, const uint8_t *ma, size_t ma_len,
-                       uint8_t *outa, const uint8_t *pb, size_t pb_len, const uint8_t *mb,
-                       size_t mb_len, uint8_t *outb);
 void rs_b3_compress_sse41(uint32_t cv[8], const uint8_t block[RS_B3_BLOCK_LEN],
                           uint32_t block_len, uint64_t counter, uint32_t flags);
 void rs_b3_compress2_sse41(uint32_t cva[8], const uint8_t blka[RS_B3_BLOCK_LEN],

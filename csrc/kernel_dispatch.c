@@ -191,18 +191,3 @@ void rs_blake3(const uint8_t *msg, size_t len, uint8_t *out)
     for (int w = 0; w < 8; w++)
         rs_store32_le(out + 4 * w, cv[w]);
 }
-
-/* Two one-chunk messages; interleaved on SSE4.1 unless the portable kernel is forced. */
-void rs_hash_two(const uint8_t *pa, size_t pa_len, const uint8_t *ma, size_t ma_len,
-                 uint8_t *outa, const uint8_t *pb, size_t pb_len, const uint8_t *mb,
-                 size_t mb_len, uint8_t *outb)
-{
-#if RS_X86
-    if (rs_kernel_get() != RS_KERNEL_PORTABLE) {
-        rs_hash_two_sse41(pa, pa_len, ma, ma_len, outa, pb, pb_len, mb, mb_len, outb);
-        return;
-    }
-#endif
-    rs_hash_many_portable(pa, pa_len, ma, 0, ma_len, 1, outa);
-    rs_hash_many_portable(pb, pb_len, mb, 0, mb_len, 1, outb);
-}

@@ -302,44 +302,4 @@ TARGET void rs_b3_compress2_sse41(uint32_t cva[8], const uint8_t blka[RS_B3_BLOC
     _mm_storeu_si128((__m128i *)(void *)&cvb[4], xor_(q1, q3));
 }
 
-/* BLAKE3 of two one-chunk messages (prefix_len + len <= 1024 each) at once. */
-TARGET void rs_hash_two_sse41(const uint8_t *pa, size_t pa_len, const uint8_t *ma,
-                                  size_t ma_len, uint8_t *outa, const uint8_t *pb,
-                                  size_t pb_len, const uint8_t *mb, size_t mb_len,
-                                  uint8_t *outb)
-{
-    size_t la = pa_len + ma_len, lb = pb_len + mb_len;
-    size_t na = rs_b3_blocks(la), nb = rs_b3_blocks(lb);
-    uint8_t ta[RS_B3_BLOCK_LEN], tb[RS_B3_BLOCK_LEN];
-    uint32_t cva[8], cvb[8];
-    memcpy(cva, rs_b3_iv, sizeof cva);
-    memcpy(cvb, rs_b3_iv, sizeof cvb);
-    size_t both = na < nb ? na : nb;
-    for (size_t b = 0; b < both; b++) {
-        size_t off = b * RS_B3_BLOCK_LEN;
-        size_t bla = la - off < RS_B3_BLOCK_LEN ? la - off : RS_B3_BLOCK_LEN;
-        size_t blb = lb - off < RS_B3_BLOCK_LEN ? lb - off : RS_B3_BLOCK_LEN;
-        const uint8_t *ka = rs_b3_block(pa, pa_len, ma, off, bla, ta);
-        const uint8_t *kb = rs_b3_block(pb, pb_len, mb, off, blb, tb);
-        rs_b3_compress2_sse41(cva, ka, (uint32_t)bla, rs_b3_block_flags(b, na), cvb, kb,
-                              (uint32_t)blb, rs_b3_block_flags(b, nb));
-    }
-    /* The longer message's remaining blocks, one compression at a time. */
-    for (size_t b = both; b < na; b++) {
-        size_t off = b * RS_B3_BLOCK_LEN;
-        size_t bl = la - off < RS_B3_BLOCK_LEN ? la - off : RS_B3_BLOCK_LEN;
-        rs_b3_compress_sse41(cva, rs_b3_block(pa, pa_len, ma, off, bl, ta), (uint32_t)bl, 0,
-                             rs_b3_block_flags(b, na));
-    }
-    for (size_t b = both; b < nb; b++) {
-        size_t off = b * RS_B3_BLOCK_LEN;
-        size_t bl = lb - off < RS_B3_BLOCK_LEN ? lb - off : RS_B3_BLOCK_LEN;
-        rs_b3_compress_sse41(cvb, rs_b3_block(pb, pb_len, mb, off, bl, tb), (uint32_t)bl, 0,
-                             rs_b3_block_flags(b, nb));
-    }
-    for (int w = 0; w < 8; w++) {
-        rs_store32_le(outa + 4 * w, cva[w]);
-        rs_store32_le(outb + 4 * w, cvb[w]);
-    }
-}
 #endif /* RS_X86 */

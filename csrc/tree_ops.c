@@ -60,12 +60,6 @@ static unsigned lengths_for(uint64_t size, unsigned n, uint64_t *out)
     return nl;
 }
 
-/* Parent of k = 1..255 contiguous children. */
-static inline void group_hash(const uint8_t *children, unsigned k, uint8_t *out)
-{
-    rs_hash_group(children, k, out);
-}
-
 /* ---- one path, many levels: the serial walk ----------------------------------------------
  *
  * Proof verification (and the writer's single-leaf update) hashes one node per level, each
