@@ -1,5 +1,6 @@
 /*
- * levels.h -- reading and writing a level's nodes through its region table (rs_level).
+ * levels.h -- a tree's level lengths, and reading and writing a level's nodes through its
+ * region table (rs_level).
  *
  * Internal to the C helper (tree_ops.c, tree_append.c).  A level's regions are 2^shift
  * bytes of 32-byte nodes each; the Python side publishes a grown table with
@@ -16,6 +17,23 @@
 #include "rotorshm_native.h"
 
 #define RS_NODE 32
+
+static inline uint64_t ceil_div(uint64_t a, uint64_t n)
+{
+    return a / n + (a % n != 0);
+}
+
+/* Lengths of levels 0..depth of a tree of `size` >= 1 leaves; returns the level count. */
+static inline unsigned lengths_for(uint64_t size, unsigned n, uint64_t *out)
+{
+    unsigned nl = 0;
+    out[nl++] = size;
+    while (size > 1 && nl < RS_VIEW_LEVELS) {
+        size = ceil_div(size, n);
+        out[nl++] = size;
+    }
+    return nl;
+}
 
 static inline int level_open(const rs_level *l)
 {

@@ -33,11 +33,6 @@
 /* A level is hashed on several threads once its batch has this many parents on level 1. */
 #define PARALLEL_MIN_GROUPS 4096
 
-static inline uint64_t ceil_div(uint64_t a, uint64_t n)
-{
-    return a / n + (a % n != 0);
-}
-
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif
@@ -174,12 +169,7 @@ int rs_append_many(rs_level *const *levels, unsigned nlevels, unsigned arity, ui
         return RS_E_ARG;
     uint64_t end = old + count;
     uint64_t L[RS_VIEW_LEVELS];
-    unsigned nl = 0;
-    for (uint64_t n = end;; n = ceil_div(n, arity)) {
-        L[nl++] = n;
-        if (n <= 1 || nl == RS_VIEW_LEVELS)
-            break;
-    }
+    unsigned nl = lengths_for(end, arity, L);
     if (nl > nlevels)
         return RS_E_RESERVE;
     /* Everything that can fail is checked before the first byte is written. */

@@ -41,25 +41,6 @@
 #define KIND_INCLUSION 0x49
 #define KIND_CONSISTENCY 0x43
 
-/* ---- small helpers ------------------------------------------------------------------- */
-
-static inline uint64_t ceil_div(uint64_t a, uint64_t n)
-{
-    return a / n + (a % n != 0);
-}
-
-/* Lengths of levels 0..depth of a tree of `size` >= 1 leaves; returns the level count. */
-static unsigned lengths_for(uint64_t size, unsigned n, uint64_t *out)
-{
-    unsigned nl = 0;
-    out[nl++] = size;
-    while (size > 1 && nl < RS_VIEW_LEVELS) {
-        size = ceil_div(size, n);
-        out[nl++] = size;
-    }
-    return nl;
-}
-
 /* ---- one path, many levels: the serial walk ----------------------------------------------
  *
  * Proof verification (and the writer's single-leaf update) hashes one node per level, each
